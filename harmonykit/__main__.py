@@ -1,0 +1,5 @@
+import sys
+
+from harmonykit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,61 @@
+"""Shared test set-up: no network, a private HF cache, and the two data folders.
+
+``HARMONYKIT_PARITY_DIR`` (official-code fixtures) and ``HARMONYKIT_REAL_DATA`` (real images)
+default to ``../shared/...`` beside the checkout. Tests that need them skip with a reason
+only when the folder does not exist.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Before anything imports huggingface_hub: offline, private cache, closed endpoint.
+_HF_HOME = tempfile.mkdtemp(prefix="hk-hf-home-")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+os.environ["HF_HOME"] = _HF_HOME
+os.environ["HF_HUB_CACHE"] = os.path.join(_HF_HOME, "hub")
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+os.environ.setdefault("HARMONYKIT_DISABLE_PROGRESS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def _env_dir(var: str, default: Path) -> Path:
+    return Path(os.environ.get(var) or default).expanduser().resolve()
+
+
+PARITY_DIR = _env_dir("HARMONYKIT_PARITY_DIR", _REPO.parent / "shared" / "parity" / "public")
+REAL_DATA_DIR = _env_dir("HARMONYKIT_REAL_DATA", _REPO.parent / "shared" / "data")
+
+
+@pytest.fixture(scope="session")
+def parity_dir() -> Path:
+    if not PARITY_DIR.is_dir():
+        pytest.skip(f"parity fixtures not found at {PARITY_DIR} (set HARMONYKIT_PARITY_DIR)")
+    return PARITY_DIR
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    if not REAL_DATA_DIR.is_dir():
+        pytest.skip(f"real test data not found at {REAL_DATA_DIR} (set HARMONYKIT_REAL_DATA)")
+    return REAL_DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def hf_cache_dir() -> Path:
+    return Path(os.environ["HF_HUB_CACHE"])
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
