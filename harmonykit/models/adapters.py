@@ -1,0 +1,186 @@
+"""Domain adapters: turn one backbone into a harmonizer for several named domains.
+
+- ``split`` (CharmNet, paper §4.1): each domain gets its own copy of the first ``k`` encoder
+  stages and of the last ``k`` decoder stages plus the output head; the middle is shared.
+- ``shared``: one network for every domain (dataset fusion, two-stage training); it still
+  reports ``f``/``g`` at ``split_depth`` so style heads can be attached.
+
+Both only use the backbone's stage interface (``encoder``, ``decoder``, ``skip_sources``,
+``head``), never its internals.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from harmonykit.models.idih import UNetBackbone, check_inputs, unet_forward
+from harmonykit.models.layers import init_weights
+from harmonykit.models.outputs import HarmonizationOutput
+from harmonykit.normalization import denormalize, normalize
+from harmonykit.registry import ADAPTERS
+
+__all__ = ["DomainSplitNet", "SharedDomainNet", "DEFAULT_DOMAINS"]
+
+DEFAULT_DOMAINS: Tuple[str, str] = ("rendered", "real")
+
+
+def _check_domains(domains: Sequence[str]) -> Tuple[str, ...]:
+    domains = tuple(domains)
+    if not domains or len(set(domains)) != len(domains) or not all(isinstance(d, str) and d for d in domains):
+        raise ValueError(f"domains must be distinct non-empty names, got {domains!r}")
+    for d in domains:
+        if "." in d:
+            raise ValueError(f"domain name {d!r} may not contain '.'")
+    return domains
+
+
+class _DomainNetBase(nn.Module):
+    """Common API of adapted networks."""
+
+    backbone_depth: int
+    split_depth: int
+    domains: Tuple[str, ...]
+    default_domain: str
+    feature_channels: int
+
+    def _resolve_domain(self, domain: Optional[str]) -> str:
+        if domain is None:
+            return self.default_domain
+        if domain not in self.domains:
+            raise ValueError(f"unknown domain {domain!r}; this model has domains {list(self.domains)}")
+        return domain
+
+    @property
+    def size_divisor(self) -> int:
+        return 2**self.backbone_depth
+
+    @property
+    def min_size(self) -> int:
+        return 2 ** (self.backbone_depth + 1)
+
+    def check_input_size(self, height: int, width: int) -> None:
+        UNetBackbone.check_input_size(self, height, width)  # same rule, same message
+
+    @property
+    def depth(self) -> int:
+        return self.backbone_depth
+
+    def stages(self, domain: str) -> Tuple[List[nn.Module], List[nn.Module], nn.Module]:
+        raise NotImplementedError
+
+    def forward_normalized(self, image: torch.Tensor, mask: torch.Tensor, domain: Optional[str] = None):
+        """Official-space forward -> (output, attention, f, g), all normalised."""
+        enc, dec, head = self.stages(self._resolve_domain(domain))
+        return unet_forward(enc, dec, self.skip_sources, head, image, mask, self.split_depth)
+
+    def forward(self, composite: torch.Tensor, mask: torch.Tensor, domain: Optional[str] = None) -> HarmonizationOutput:
+        """composite ``(B, 3, H, W)`` in [0, 1], mask ``(B, 1, H, W)``; ``domain`` picks the
+        branch (default: ``default_domain``, the real one for inference)."""
+        check_inputs(composite, mask, self.backbone_depth)
+        out, attention, f, g = self.forward_normalized(normalize(composite), mask, domain)
+        return HarmonizationOutput(
+            image=denormalize(out), image_normalized=out, attention=attention, features_in=f, features_out=g
+        )
+
+
+@ADAPTERS.register("split")
+class DomainSplitNet(_DomainNetBase):
+    """CharmNet's generator: domain-specific first/last ``split_depth`` stages, shared middle.
+
+    Parameters are named by absolute stage index: ``encoders.<domain>.<i>`` (i < k),
+    ``shared_encoder.<i>`` (k <= i < depth), ``shared_decoder.<j>`` (j < depth - k),
+    ``decoders.<domain>.<j>`` and ``heads.<domain>``.
+    """
+
+    def __init__(
+        self,
+        backbone: UNetBackbone,
+        split_depth: int = 4,
+        domains: Sequence[str] = DEFAULT_DOMAINS,
+        default_domain: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        depth = len(backbone.encoder)
+        if not 1 <= split_depth <= depth - 1:
+            raise ValueError(f"split_depth must be in 1..{depth - 1} for a depth-{depth} backbone, got {split_depth}")
+        self.domains = _check_domains(domains)
+        self.default_domain = default_domain or ("real" if "real" in self.domains else self.domains[0])
+        if self.default_domain not in self.domains:
+            raise ValueError(f"default_domain {self.default_domain!r} is not one of {list(self.domains)}")
+        self.backbone_depth, self.split_depth = depth, split_depth
+        self.skip_sources = list(backbone.skip_sources)
+        self.feature_channels = backbone.split_channels(split_depth)
+        k, n_shared_dec = split_depth, depth - split_depth
+        init = getattr(backbone, "init_scheme", "torch")
+        self.encoders = nn.ModuleDict()
+        self.decoders = nn.ModuleDict()
+        self.heads = nn.ModuleDict()
+        for idx, d in enumerate(self.domains):
+            enc = nn.ModuleDict({str(i): copy.deepcopy(backbone.encoder[i]) for i in range(k)})
+            dec = nn.ModuleDict({str(j): copy.deepcopy(backbone.decoder[j]) for j in range(n_shared_dec, depth)})
+            head = copy.deepcopy(backbone.head)
+            if idx > 0:  # every branch gets its own random init, as the official code does
+                for m in (enc, dec, head):
+                    init_weights(m, init)
+            self.encoders[d], self.decoders[d], self.heads[d] = enc, dec, head
+        self.shared_encoder = nn.ModuleDict({str(i): backbone.encoder[i] for i in range(k, depth)})
+        self.shared_decoder = nn.ModuleDict({str(j): backbone.decoder[j] for j in range(n_shared_dec)})
+
+    def stages(self, domain: str):
+        enc = [self.encoders[domain][str(i)] for i in range(self.split_depth)]
+        enc += [self.shared_encoder[str(i)] for i in range(self.split_depth, self.backbone_depth)]
+        n_shared = self.backbone_depth - self.split_depth
+        dec = [self.shared_decoder[str(j)] for j in range(n_shared)]
+        dec += [self.decoders[domain][str(j)] for j in range(n_shared, self.backbone_depth)]
+        return enc, dec, self.heads[domain]
+
+    def branch_key(self, domain: str, unet_key: str) -> str:
+        """Map a single-UNet parameter name (``encoder.3.conv.weight``) to this model's name
+        for ``domain`` (``encoders.real.3.conv.weight`` or ``shared_encoder.4...``)."""
+        part, _, rest = unet_key.partition(".")
+        if part == "head":
+            return f"heads.{domain}.{rest}"
+        idx, _, tail = rest.partition(".")
+        i = int(idx)
+        if part == "encoder":
+            return f"encoders.{domain}.{i}.{tail}" if i < self.split_depth else f"shared_encoder.{i}.{tail}"
+        if part == "decoder":
+            n_shared = self.backbone_depth - self.split_depth
+            return f"shared_decoder.{i}.{tail}" if i < n_shared else f"decoders.{domain}.{i}.{tail}"
+        raise KeyError(f"not a UNet parameter name: {unet_key!r}")
+
+
+@ADAPTERS.register("shared")
+class SharedDomainNet(_DomainNetBase):
+    """One network for every domain (dataset fusion / two-stage baselines).
+
+    Parameter names are the backbone's own (``encoder.<i>``, ``decoder.<j>``, ``head``), so an
+    iDIH checkpoint loads directly. ``f``/``g`` are reported at ``split_depth``.
+    """
+
+    def __init__(
+        self,
+        backbone: UNetBackbone,
+        split_depth: int = 4,
+        domains: Sequence[str] = DEFAULT_DOMAINS,
+        default_domain: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        depth = len(backbone.encoder)
+        self.domains = _check_domains(domains)
+        self.default_domain = default_domain or ("real" if "real" in self.domains else self.domains[0])
+        if self.default_domain not in self.domains:
+            raise ValueError(f"default_domain {self.default_domain!r} is not one of {list(self.domains)}")
+        self.backbone_depth, self.split_depth = depth, split_depth
+        self.feature_channels = backbone.split_channels(split_depth)
+        self.skip_sources = list(backbone.skip_sources)
+        self.encoder, self.decoder, self.head = backbone.encoder, backbone.decoder, backbone.head
+
+    def stages(self, domain: str):
+        return list(self.encoder), list(self.decoder), self.head
+
+    def branch_key(self, domain: str, unet_key: str) -> str:
+        return unet_key
