@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
 import importlib.metadata
 import logging
 import re
@@ -102,10 +103,12 @@ class Registry:
         ('small', 4)
     """
 
-    def __init__(self, kind: str, doc: str = "") -> None:
+    def __init__(self, kind: str, doc: str = "", locations: Sequence[str] = ()) -> None:
         self.kind = kind
         self.__doc__ = doc or f"Registry of {kind} builders."
         self._entries: Dict[str, Callable[..., Any]] = {}
+        # built-in modules that register into this registry, imported on the first lookup
+        self._locations: List[str] = list(locations)
 
     # --- registration -------------------------------------------------------------
     def register(
@@ -151,6 +154,8 @@ class Registry:
 
     # --- lookup -------------------------------------------------------------------
     def _ensure_plugins(self) -> None:
+        while self._locations:
+            importlib.import_module(self._locations.pop(0))
         if not _plugins_loaded:
             load_plugins()
 
@@ -235,12 +240,18 @@ STYLE_HEADS = Registry(
     "Style classifiers: ``create(name, in_channels=C, width=W, num_styles=K) -> nn.Module`` "
     "mapping features (B, C, h, w) to logits (B, K).",
 )
-LOSSES = Registry("loss", "Loss terms: ``create(name, **kw) -> nn.Module``.")
+LOSSES = Registry("loss", "Loss terms: ``create(name, **kw) -> nn.Module``.", locations=["harmonykit.losses"])
 MODELS = Registry(
     "model",
     "Model entrypoints: ``fn(pretrained=False, **kwargs) -> nn.Module``; use "
     "harmonykit.create_model rather than calling them directly.",
 )
-DATASETS = Registry("dataset", "Datasets: ``create(name, **kw) -> torch.utils.data.Dataset`` of sample dicts.")
-METRICS = Registry("metric protocol", "Metric protocols: ``create(name) -> protocol object``.")
-AUGMENTATIONS = Registry("augmentation", "Batch augmentations: ``create(name, **kw) -> nn.Module``.")
+DATASETS = Registry(
+    "dataset", "Datasets: ``create(name, **kw) -> torch.utils.data.Dataset`` of sample dicts.", locations=["harmonykit.data"]
+)
+METRICS = Registry(
+    "metric protocol", "Metric protocols: ``create(name) -> protocol object``.", locations=["harmonykit.eval.metrics"]
+)
+AUGMENTATIONS = Registry(
+    "augmentation", "Batch augmentations: ``create(name, **kw) -> nn.Module``.", locations=["harmonykit.data"]
+)
