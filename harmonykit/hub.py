@@ -71,7 +71,7 @@ def save_pretrained(model: nn.Module, save_directory: PathLike, config_extra: Op
     cfg = model_config(model, config_extra)
     sd = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-") as tmp:
-        save_file(sd, os.path.join(tmp, WEIGHTS_NAME), metadata={"format": "pt", "architecture": cfg["architecture"]})
+        save_file(sd, os.path.join(tmp, WEIGHTS_NAME), metadata={"format": "pt"})
         with open(os.path.join(tmp, CONFIG_NAME), "w") as f:
             json.dump(cfg, f, indent=2, sort_keys=True)
             f.flush()

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import pytest
 import torch
 
 import harmonykit
-from harmonykit.convert import CheckpointError, load_checkpoint, unet_to_official_idih, split_to_official_charmnet
+from harmonykit.convert import CheckpointError, load_checkpoint, split_to_official_charmnet, unet_to_official_idih
+from harmonykit.publish import install_to_hf_cache
 
 TINY = dict(ch=8, max_channels=16)
 
@@ -20,17 +20,6 @@ def _same_outputs(a, b, domain=None):
     kw = {"domain": domain} if domain else {}
     with torch.no_grad():
         return torch.equal(a(x, m, **kw).image, b(x, m, **kw).image)
-
-
-def _fill_cache(cache, repo_id, folder, commit="a" * 40, ref="main"):
-    """Lay a saved folder out as huggingface_hub's cache does (refs/<ref> -> snapshots/<commit>)."""
-    root = cache / ("models--" + repo_id.replace("/", "--"))
-    snap = root / "snapshots" / commit
-    snap.mkdir(parents=True, exist_ok=True)
-    for f in os.listdir(folder):
-        shutil.copy(os.path.join(folder, f), snap / f)
-    (root / "refs").mkdir(exist_ok=True)
-    (root / "refs" / ref).write_text(commit)
 
 
 def test_save_and_load_local_dir(tmp_path):
@@ -52,8 +41,8 @@ def test_hub_load_from_offline_cache_with_revision(tmp_path, hf_cache_dir):
     b = harmonykit.create_model("idih256", **TINY)
     harmonykit.save_pretrained(a, tmp_path / "a")
     harmonykit.save_pretrained(b, tmp_path / "b")
-    _fill_cache(hf_cache_dir, "acme/idih-test", tmp_path / "a", commit="a" * 40, ref="main")
-    _fill_cache(hf_cache_dir, "acme/idih-test", tmp_path / "b", commit="b" * 40, ref="v2")
+    install_to_hf_cache(tmp_path / "a", "acme/idih-test", cache_dir=hf_cache_dir, commit_hash="a" * 40)
+    install_to_hf_cache(tmp_path / "b", "acme/idih-test", cache_dir=hf_cache_dir, revision="v2", commit_hash="b" * 40)
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     assert _same_outputs(a, harmonykit.create_model("hf-hub:acme/idih-test"))
     assert _same_outputs(b, harmonykit.create_model("hf-hub:acme/idih-test@v2"))

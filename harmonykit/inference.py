@@ -1,0 +1,561 @@
+"""Harmonize composites of any size and aspect ratio.
+
+:func:`harmonize` takes a composite and its foreground mask as PIL images, numpy arrays, tensors
+or file paths and returns the harmonized image as the same kind of object, at the input size.
+The network always runs at its own resolution (``model.pretrained_cfg["input_size"]``, 256 x 256
+for iDIH/CharmNet). Two policies bring the result back to the input size:
+
+``"resize"`` (the official protocol)
+    resize composite and mask to the model size (bilinear, antialiased when shrinking),
+    predict, resize the prediction back (bilinear). The whole image is replaced by the
+    up-sampled prediction, so fine detail is lost at high resolution.
+``"full"`` (full-resolution colour transfer)
+    predict at low resolution as above, then fit a **grid of local affine colour maps**
+    (a 3 x 4 matrix per grid node, ``y = A [r, g, b, 1]``) by mask-weighted least squares from
+    the low-resolution composite to the low-resolution prediction. Each node sees the pixels
+    under its bilinear "tent" and is ridge-regularised towards one global affine map, so nodes
+    with little foreground fall back to the global colour change. At full resolution the 12
+    parameters are bilinearly interpolated per pixel and applied to the full-resolution
+    composite, which is then pasted through the (soft) mask: pixels where the mask is 0 are
+    returned **unchanged** (bit for bit), the foreground keeps its full-resolution texture.
+    The work is done in horizontal strips over the mask's bounding box, so memory stays
+    bounded (about the size of the input and output images plus a few MB).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "harmonize",
+    "predict_lowres",
+    "fit_color_grid",
+    "apply_color_grid",
+    "load_image",
+    "load_mask",
+    "model_input_size",
+    "load_model",
+    "parse_model_args",
+    "POLICIES",
+]
+
+_logger = logging.getLogger(__name__)
+
+POLICIES = ("resize", "full")
+ImageInput = Union[str, os.PathLike, "Image.Image", np.ndarray, torch.Tensor]  # noqa: F821
+ModelLike = Union[nn.Module, Callable[..., Any], str]
+
+
+# --------------------------------------------------------------------------------------------
+# I/O: any input kind -> (H, W, 3) / (H, W) torch tensors, and back
+# --------------------------------------------------------------------------------------------
+def load_image(path: Union[str, os.PathLike]) -> "Image.Image":  # noqa: F821
+    """Open an image file as RGB (alpha dropped). Raises FileNotFoundError naming the path."""
+    from PIL import Image
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"image file not found: {p}")
+    im = Image.open(p)
+    im.load()  # decodes and closes the file
+    return im.convert("RGB") if im.mode != "RGB" else im
+
+
+def load_mask(path: Union[str, os.PathLike]) -> "Image.Image":  # noqa: F821
+    """Open a mask file as 8-bit grey (RGB masks use their luminance; 0/1 masks are scaled
+    later). Raises FileNotFoundError naming the path."""
+    from PIL import Image
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"mask file not found: {p}")
+    im = Image.open(p)
+    im.load()
+    if im.mode == "LA":
+        return im.getchannel("L")
+    if im.mode in ("I", "I;16", "F"):  # 16-bit / float masks: scale their maximum to 255
+        a = np.asarray(im, dtype=np.float64)
+        a = a / a.max() if a.max() > 0 else a
+        return Image.fromarray(np.rint(a * 255).astype(np.uint8), mode="L")
+    return im if im.mode == "L" else im.convert("L")
+
+
+def _image_to_hwc(x: Any, name: str) -> Tuple[torch.Tensor, str]:
+    """-> ((H, W, 3) uint8 or float32 tensor on CPU, kind)."""
+    from PIL import Image
+
+    if isinstance(x, (str, os.PathLike)):
+        return _image_to_hwc(load_image(x), name)[0], "path"
+    if isinstance(x, Image.Image):
+        im = x if x.mode == "RGB" else x.convert("RGB")
+        return torch.from_numpy(np.array(im, dtype=np.uint8)), "pil"
+    if isinstance(x, np.ndarray):
+        a = x
+        if a.ndim == 2:
+            a = np.repeat(a[..., None], 3, axis=2)
+        if a.ndim != 3 or a.shape[2] not in (3, 4):
+            raise ValueError(f"{name}: expected an (H, W, 3) array, got shape {x.shape}")
+        a = a[..., :3]
+        if a.dtype == np.uint8:
+            return torch.from_numpy(np.array(a, copy=True)), "numpy_u8"
+        return torch.from_numpy(np.array(a, dtype=np.float32, copy=True)), "numpy_float"
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+        if t.ndim != 3 or t.shape[0] != 3:
+            raise ValueError(f"{name}: expected a (3, H, W) or (B, 3, H, W) tensor, got shape {tuple(x.shape)}")
+        t = t.cpu().permute(1, 2, 0)
+        if t.dtype == torch.uint8:
+            return t, "tensor_u8"
+        return t.float(), "tensor_float"
+    raise TypeError(f"{name}: unsupported type {type(x).__name__}; expected a path, PIL image, numpy array or tensor")
+
+
+def _mask_to_hw(x: Any, name: str = "mask") -> torch.Tensor:
+    """-> (H, W) uint8 0..255 or float32 0..1 tensor on CPU."""
+    from PIL import Image
+
+    if isinstance(x, (str, os.PathLike)):
+        x = load_mask(x)
+    if isinstance(x, Image.Image):
+        if x.mode not in ("L", "1"):
+            x = x.convert("L")
+        a = np.array(x.convert("L") if x.mode == "1" else x, dtype=np.uint8)
+    elif isinstance(x, torch.Tensor):
+        a = x.detach().cpu().numpy()
+    elif isinstance(x, np.ndarray):
+        a = x
+    else:
+        raise TypeError(f"{name}: unsupported type {type(x).__name__}; expected a path, PIL image, numpy array or tensor")
+    if a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    elif a.ndim == 3 and a.shape[-1] in (1, 3, 4):
+        a = a[..., 0]
+    if a.ndim != 2:
+        raise ValueError(f"{name}: expected an (H, W) or (1, H, W) mask, got shape {tuple(a.shape)}")
+    if a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    if a.dtype == np.uint8:
+        if a.max(initial=0) <= 1:  # a 0/1 mask
+            a = a * np.uint8(255)
+        return torch.from_numpy(np.array(a, dtype=np.uint8, copy=True))
+    a = a.astype(np.float32)
+    if a.max(initial=0.0) > 1.0 + 1e-6:  # 0..255 floats
+        a = a / 255.0
+    return torch.from_numpy(np.ascontiguousarray(np.clip(a, 0.0, 1.0)))
+
+
+def _hwc_to_kind(t: torch.Tensor, kind: str, like: Any) -> Any:
+    from PIL import Image
+
+    if kind in ("pil", "path"):
+        return Image.fromarray(t.numpy(), mode="RGB")
+    if kind in ("numpy_u8", "numpy_float"):
+        return t.numpy()
+    out = t.permute(2, 0, 1)
+    if kind == "tensor_float":
+        out = out.to(dtype=like.dtype if like.is_floating_point() else torch.float32)
+    return out.to(like.device)
+
+
+def _unit(t: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float32 / 255; float kept."""
+    return t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
+
+
+# --------------------------------------------------------------------------------------------
+# model plumbing
+# --------------------------------------------------------------------------------------------
+def _resolve_model(model: ModelLike) -> Any:
+    if isinstance(model, str):
+        from harmonykit import create_model  # the factory resolves names, local-dir: and hf-hub:
+
+        return create_model(model)
+    if model is None or not callable(model):
+        raise TypeError(f"model: expected an nn.Module, a callable or a model name, got {type(model).__name__}")
+    return model
+
+
+def parse_model_args(items: Optional[Sequence[str]]) -> dict:
+    """``["ch=8", "domains=[\"a\",\"b\"]"]`` -> ``{"ch": 8, "domains": ["a", "b"]}`` (values parsed
+    as JSON when possible, else kept as strings)."""
+    import json
+
+    out = {}
+    for it in items or ():
+        key, sep, val = it.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"model argument {it!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(val)
+        except json.JSONDecodeError:
+            out[key.strip()] = val
+    return out
+
+
+def load_model(
+    spec: str,
+    checkpoint_path: Optional[Union[str, os.PathLike]] = None,
+    pretrained: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a model from anything :func:`harmonykit.create_model` accepts (registry name,
+    ``arch.tag``, ``local-dir:``, ``hf-hub:``), in eval mode. A registry name without weights
+    logs a warning (random initialisation)."""
+    from harmonykit import create_model
+    from harmonykit.factory import parse_model_name
+
+    if checkpoint_path is not None and not Path(checkpoint_path).is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {checkpoint_path}")
+    source, rest = parse_model_name(spec)
+    if source == "registry":
+        model = create_model(spec, pretrained=pretrained, checkpoint_path=checkpoint_path, **kwargs)
+        if checkpoint_path is None and not pretrained and "." not in rest:
+            _logger.warning("model %r has no weights (no --checkpoint / --pretrained): randomly initialised", spec)
+    else:
+        model = create_model(spec, checkpoint_path=checkpoint_path, **kwargs)
+    return model.eval()
+
+
+def model_input_size(model: Any, default: Tuple[int, int] = (256, 256)) -> Tuple[int, int]:
+    """(H, W) the network runs at: ``model.pretrained_cfg["input_size"][-2:]`` or ``default``."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    size = cfg.get("input_size") if isinstance(cfg, dict) else getattr(cfg, "input_size", None)
+    if size:
+        return int(size[-2]), int(size[-1])
+    return default
+
+
+def _default_domain(model: Any, domain: Optional[str]) -> Optional[str]:
+    domains = getattr(model, "domains", None)
+    if not domains:
+        if domain is not None:
+            raise ValueError(f"domain={domain!r} given but the model is single-domain (no `domains` attribute)")
+        return None
+    if domain is None:
+        return "real" if "real" in domains else list(domains)[0]
+    if domain not in domains:
+        raise ValueError(f"unknown domain {domain!r} for this model; expected one of {list(domains)}")
+    return domain
+
+
+def _output_image(out: Any) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    if hasattr(out, "image"):
+        return out.image
+    if isinstance(out, dict):
+        for k in ("image", "images"):
+            if k in out:
+                return out[k]
+    raise TypeError(f"model output of type {type(out).__name__} has no `.image`")
+
+
+@contextmanager
+def _eval_mode(model: Any) -> Iterator[None]:
+    was_training = isinstance(model, nn.Module) and model.training
+    if was_training:
+        model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        if was_training:
+            model.train()
+
+
+def _model_device(model: Any) -> torch.device:
+    if isinstance(model, nn.Module):
+        for p in model.parameters():
+            return p.device
+    return torch.device("cpu")
+
+
+def predict_lowres(
+    model: Any,
+    composite: torch.Tensor,
+    mask: torch.Tensor,
+    domain: Optional[str] = None,
+    flip: bool = False,
+) -> torch.Tensor:
+    """Run the network on a batch at its own resolution.
+
+    Args:
+        model: harmonization model (or a callable ``(composite, mask[, domain=]) -> output``).
+        composite: (B, 3, h, w) float in [0, 1]; ``h, w`` must be valid for the model.
+        mask: (B, 1, h, w) float in [0, 1].
+        domain: domain for multi-domain models (default ``"real"``).
+        flip: average with the prediction of the horizontally flipped input (test-time aug.).
+
+    Returns:
+        (B, 3, h, w) float prediction in [0, 1] scale (not clamped), on the input's device.
+    """
+    domain = _default_domain(model, domain)
+    dev = _model_device(model)
+    kw = {"domain": domain} if domain is not None else {}
+    if hasattr(model, "check_input_size"):
+        model.check_input_size(int(composite.shape[-2]), int(composite.shape[-1]))
+    c, m = composite.to(dev), mask.to(dev)
+    with _eval_mode(model):
+        pred = _output_image(model(c, m, **kw)).float()
+        if flip:
+            pf = _output_image(model(c.flip(-1), m.flip(-1), **kw)).float().flip(-1)
+            pred = 0.5 * (pred + pf)
+    return pred.to(composite.device)
+
+
+def _downsample(t: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """(H, W, C) or (H, W) uint8/float -> (1, C, h, w) float32 in [0, 1] (bilinear, antialiased)."""
+    x = t.unsqueeze(-1) if t.ndim == 2 else t
+    x = x.permute(2, 0, 1).unsqueeze(0)
+    H, W = x.shape[-2:]
+    if (H, W) == tuple(size):
+        return _unit(x.contiguous())
+    shrink = size[0] < H or size[1] < W
+    if x.dtype == torch.uint8 and x.shape[1] != 3:
+        x = x.float()  # the uint8 kernel is fastest on RGB channels-last
+    y = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+    return _unit(y)
+
+
+# --------------------------------------------------------------------------------------------
+# full-resolution colour transfer: a grid of affine colour maps
+# --------------------------------------------------------------------------------------------
+def _tent_weights(n_pix: int, n_nodes: int, start: int = 0, count: Optional[int] = None) -> torch.Tensor:
+    """(count, n_nodes) linear-interpolation weights of pixels ``start..start+count`` of an axis
+    of ``n_pix`` pixels to ``n_nodes`` nodes, with the first and last node on the first and last
+    pixel (the ``align_corners=True`` convention, so full-resolution application can use
+    ``F.interpolate``)."""
+    count = n_pix - start if count is None else count
+    s = torch.arange(start, start + count, dtype=torch.float64) * ((n_nodes - 1) / max(n_pix - 1, 1))
+    k = torch.arange(n_nodes, dtype=torch.float64)
+    return (1.0 - (s[:, None] - k[None, :]).abs()).clamp_(min=0.0).float()
+
+
+def fit_color_grid(
+    composite: torch.Tensor,
+    prediction: torch.Tensor,
+    mask: torch.Tensor,
+    grid: Union[int, Tuple[int, int]] = 16,
+    reg: float = 0.03,
+) -> torch.Tensor:
+    """Fit local affine colour maps ``composite -> prediction`` over the foreground.
+
+    Args:
+        composite, prediction: (3, h, w) float in [0, 1] (low resolution).
+        mask: (h, w) float weights in [0, 1].
+        grid: nodes per axis (``int`` or ``(gy, gx)``), at least 2.
+        reg: ridge strength pulling each node towards the global map, as a fraction of the
+            weight of one grid cell full of foreground.
+
+    Returns:
+        (gy, gx, 4, 3) maps ``A`` with ``y = [r, g, b, 1] @ A`` (float32). An empty mask gives
+        the identity everywhere.
+    """
+    gy, gx = (grid, grid) if isinstance(grid, int) else grid
+    if gy < 2 or gx < 2:
+        raise ValueError(f"grid must have at least 2 nodes per axis, got {(gy, gx)}")
+    _, h, w = composite.shape
+    # normal equations per node: sums of tent * mask * [x 1]^T [x 1] and tent * mask * [x 1]^T y
+    x = torch.cat([composite.float(), torch.ones(1, h, w)], 0).reshape(4, h * w)  # 4, P
+    y = prediction.float().clamp(0, 1).reshape(3, h * w)
+    xw = x * mask.float().clamp(0, 1).reshape(1, h * w)
+    q = torch.cat([(xw[:, None] * x[None]).reshape(16, h * w), (xw[:, None] * y[None]).reshape(12, h * w)], 0)
+    ty, tx = _tent_weights(h, gy), _tent_weights(w, gx)
+    nodes = torch.matmul(q.reshape(28 * h, w), tx).reshape(28, h, gx)  # along x
+    nodes = torch.matmul(nodes.permute(0, 2, 1), ty).permute(2, 1, 0).double()  # gy, gx, 28
+    G = nodes[..., :16].reshape(gy, gx, 4, 4)
+    B = nodes[..., 16:].reshape(gy, gx, 4, 3)
+    eye4 = torch.eye(4, dtype=torch.float64)
+    ident = torch.zeros(4, 3, dtype=torch.float64)
+    ident[:3, :3] = torch.eye(3, dtype=torch.float64)
+    # global map, lightly pulled to the identity (exactly the identity for an empty mask)
+    tot = q.double().sum(1)
+    Gt, Bt = tot[:16].reshape(4, 4), tot[16:].reshape(4, 3)
+    lam_g = 1.0
+    A_g = torch.linalg.solve(Gt + lam_g * eye4, Bt + lam_g * ident)
+    cell = (h / max(gy - 1, 1)) * (w / max(gx - 1, 1))
+    lam = max(reg * cell, 1e-6)
+    A = torch.linalg.solve(G + lam * eye4, B + lam * A_g)
+    return A.float()
+
+
+def apply_color_grid(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    maps: torch.Tensor,
+    out: Optional[torch.Tensor] = None,
+    strip_rows: int = 64,
+) -> torch.Tensor:
+    """Apply interpolated colour maps at full resolution and paste through the mask.
+
+    Args:
+        image: (H, W, 3) uint8 or float in [0, 1] (full resolution).
+        mask: (H, W) uint8 0..255 or float in [0, 1]; pixels where it is 0 are left unchanged.
+        maps: (gy, gx, 4, 3) from :func:`fit_color_grid`.
+        out: optional (H, W, 3) output of ``image``'s dtype (defaults to a copy of ``image``).
+        strip_rows: rows processed at once (bounds the temporary memory).
+
+    Returns:
+        (H, W, 3) tensor of ``image``'s dtype: ``image + m * (A(image) - image)`` inside the mask.
+    """
+    H, W, _ = image.shape
+    if mask.shape != (H, W):
+        raise ValueError(f"mask size mismatch: mask is {tuple(mask.shape)}, image is {(H, W)}")
+    if out is None:
+        out = image.clone()
+    gy, gx = maps.shape[:2]
+    fg = mask > 0
+    rows = torch.nonzero(fg.any(1)).flatten()
+    if rows.numel() == 0:
+        return out
+    cols = torch.nonzero(fg.any(0)).flatten()
+    r0, r1 = int(rows[0]), int(rows[-1]) + 1
+    c0, c1 = int(cols[0]), int(cols[-1]) + 1
+    is_u8 = image.dtype == torch.uint8
+    scale = 255.0 if is_u8 else 1.0  # work in the image's own units (no /255, *255 passes)
+    P = maps.reshape(gy, gx, 4, 3).clone()
+    P[:, :, 3] *= scale  # the offsets
+    P = P.reshape(gy, gx, 12)
+    m_full = 255 if mask.dtype == torch.uint8 else 1.0
+    for s in range(r0, r1, strip_rows):
+        e = min(s + strip_rows, r1)
+        ty = _tent_weights(H, gy, s, e - s)  # (hs, gy)
+        p = torch.matmul(ty, P.reshape(gy, gx * 12)).reshape(-1, gx, 12).permute(0, 2, 1)  # hs, 12, gx
+        # along x: linear interpolation between the two neighbouring nodes (align_corners=True)
+        p = F.interpolate(p, size=W, mode="linear", align_corners=True)[..., c0:c1]  # hs, 12, wb; k = 3 * in + out
+        src = image[s:e, c0:c1]
+        xf = src.permute(0, 2, 1).float()  # hs, 3, wb
+        res = torch.addcmul(p[:, 9:12], p[:, 0:3], xf[:, 0:1])
+        res.addcmul_(p[:, 3:6], xf[:, 1:2]).addcmul_(p[:, 6:9], xf[:, 2:3]).clamp_(0.0, scale)
+        ms = mask[s:e, c0:c1]
+        keep = ms > 0
+        if bool(((ms < m_full) & keep).any()):  # soft edge: paste through the soft mask
+            m = ms.unsqueeze(1).float()
+            if m_full != 1.0:
+                m.div_(float(m_full))
+            res.sub_(xf).mul_(m).add_(xf)
+        keep = keep.unsqueeze(-1)
+        if is_u8:
+            new = res.round_().to(torch.uint8).permute(0, 2, 1)
+        else:
+            new = res.permute(0, 2, 1).to(image.dtype)
+        out[s:e, c0:c1] = torch.where(keep, new, src)
+    return out
+
+
+def _upsample_image(pred: torch.Tensor, H: int, W: int, dtype: torch.dtype, strip_rows: int = 256) -> torch.Tensor:
+    """(3, h, w) prediction -> (H, W, 3) clamped to [0, 1] (uint8: x 255, rounded), bilinear
+    (``align_corners=False``, as ``F.interpolate``), computed in strips of rows."""
+    h, w = pred.shape[-2:]
+    out = torch.empty(H, W, 3, dtype=dtype)
+    src = pred.unsqueeze(0).float()
+    gx = ((torch.arange(W, dtype=torch.float64) + 0.5) / W * 2 - 1).float()  # normalised x of pixel centres
+    for s in range(0, H, strip_rows):
+        e = min(s + strip_rows, H)
+        gy = ((torch.arange(s, e, dtype=torch.float64) + 0.5) / H * 2 - 1).float()
+        grid = torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), -1).unsqueeze(0)
+        if (h, w) == (H, W):
+            strip = src[..., s:e, :]
+        else:
+            strip = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        strip = strip[0].clamp_(0.0, 1.0).permute(1, 2, 0)
+        out[s:e] = strip.mul(255.0).round_() if dtype == torch.uint8 else strip
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# public entry point
+# --------------------------------------------------------------------------------------------
+def _harmonize_one(
+    img: torch.Tensor,
+    msk: torch.Tensor,
+    model: Any,
+    policy: str,
+    size: Tuple[int, int],
+    domain: Optional[str],
+    flip: bool,
+    grid: Union[int, Tuple[int, int]],
+    reg: float,
+) -> torch.Tensor:
+    H, W = img.shape[:2]
+    comp_lr = _downsample(img, size)
+    mask_lr = _downsample(msk, size)
+    pred = predict_lowres(model, comp_lr, mask_lr, domain=domain, flip=flip)[0].float().cpu()
+    if policy == "resize":
+        return _upsample_image(pred, H, W, img.dtype)
+    maps = fit_color_grid(comp_lr[0], pred, mask_lr[0, 0], grid=grid, reg=reg)
+    return apply_color_grid(img, msk, maps)
+
+
+def harmonize(
+    composite: Any,
+    mask: Any,
+    model: ModelLike,
+    policy: str = "resize",
+    *,
+    domain: Optional[str] = None,
+    size: Optional[Tuple[int, int]] = None,
+    flip: bool = False,
+    grid: Union[int, Tuple[int, int]] = 16,
+    reg: float = 0.03,
+) -> Any:
+    """Harmonize a composite of any size.
+
+    Args:
+        composite: RGB image: a path, PIL image, numpy (H, W, 3) uint8 or float in [0, 1],
+            tensor (3, H, W) or (B, 3, H, W) float in [0, 1] (or uint8).
+        mask: its foreground mask, same height and width: path, PIL, (H, W) array or
+            (1, H, W) / (B, 1, H, W) tensor; 0/1, 0/255 or soft values.
+        model: harmonization model, a callable ``(composite, mask) -> output``, or a name for
+            :func:`harmonykit.create_model`.
+        policy: ``"resize"`` (official: predict at the model size, resize back) or ``"full"``
+            (local colour transfer at full resolution, background untouched).
+        domain: domain for multi-domain models (default ``"real"``).
+        size: (h, w) for the network; default ``model.pretrained_cfg["input_size"]``.
+        flip: horizontal-flip test-time augmentation.
+        grid, reg: nodes per axis and regularisation of the ``"full"`` colour maps
+            (see :func:`fit_color_grid`).
+
+    Returns:
+        The harmonized image as the kind of object given (a path gives a PIL image), at the
+        input size; uint8 inputs give uint8, float inputs float in [0, 1].
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; expected one of {POLICIES}")
+    net = _resolve_model(model)
+    size = tuple(size) if size is not None else model_input_size(net)
+    if hasattr(net, "check_input_size"):
+        net.check_input_size(int(size[0]), int(size[1]))
+
+    if isinstance(composite, torch.Tensor) and composite.ndim == 4:
+        masks = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
+        if masks.ndim == 3:
+            masks = masks.unsqueeze(1)
+        if masks.ndim != 4 or masks.shape[0] != composite.shape[0]:
+            raise ValueError(
+                f"mask: expected (B, 1, H, W) with B = {composite.shape[0]}, got shape {tuple(masks.shape)}"
+            )
+        outs = [
+            harmonize(c, m, net, policy, domain=domain, size=size, flip=flip, grid=grid, reg=reg)
+            for c, m in zip(composite, masks)
+        ]
+        return torch.stack(outs)
+
+    img, kind = _image_to_hwc(composite, "composite")
+    msk = _mask_to_hw(mask)
+    if tuple(msk.shape) != tuple(img.shape[:2]):
+        raise ValueError(
+            f"mask size mismatch: the composite is {img.shape[1]}x{img.shape[0]} (WxH) but the mask is "
+            f"{msk.shape[1]}x{msk.shape[0]}"
+            + (f" ({mask})" if isinstance(mask, (str, os.PathLike)) else "")
+        )
+    res = _harmonize_one(img, msk, net, policy, size, domain, flip, grid, reg)
+    return _hwc_to_kind(res, kind, composite)
