@@ -1,0 +1,93 @@
+"""Data: decoding, datasets, mixed-domain loaders, kornia augmentation, composite makers.
+
+Importing this package registers the datasets (``iharmony4``, ``rdharmony``, ``folder``,
+and ``bundled_photos`` from :mod:`harmonykit.data.bundled`) in
+:data:`harmonykit.registry.DATASETS` and the batch augmentations (``aligned_crop``,
+``paired_color_jitter``, ``harmonization_train``, ``synthetic_composite``) in
+:data:`harmonykit.registry.AUGMENTATIONS`. See ``docs/data.md``.
+"""
+from .io import (
+    fit_size,
+    IMAGE_EXTENSIONS,
+    CorruptFileError,
+    DataError,
+    DataFileNotFoundError,
+    ListFormatError,
+    SizeMismatchError,
+    load_image,
+    load_mask,
+    probe_image,
+    read_list,
+    save_image,
+    save_mask,
+)
+from .base import HarmonizationDataset, Problem, SampleRecord
+from .iharmony4 import IHARMONY4_SUBSETS, IHarmony4Dataset, parse_iharmony4_name
+from .rdharmony import RdHarmonyDataset, format_rdharmony_line, parse_rdharmony_line, parse_rdharmony_name
+from .folder import FolderDataset
+from .loaders import MixedDomainLoader, batch_to_device, collate_samples, make_loader
+from .augment import (
+    AlignedRandomResizedCrop,
+    Compose,
+    PairedColorJitter,
+    RandomResizedCropSample,
+    harmonization_train,
+    resized_crop,
+    sample_crop,
+)
+from .synthetic import METHODS as SYNTHESIS_METHODS
+from .synthetic import SyntheticComposite, histogram_match, lab_transfer, masked_moments
+from .composites import exchange_foreground, make_composites, scan_renders, soft_style_label
+from .check import CheckReport, check_dataset, detect_format, format_report
+from . import bundled  # noqa: F401,E402  registers the "bundled_photos" dataset (harmonykit/data/bundled.py)
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "fit_size",
+    "CorruptFileError",
+    "DataError",
+    "DataFileNotFoundError",
+    "ListFormatError",
+    "SizeMismatchError",
+    "load_image",
+    "load_mask",
+    "probe_image",
+    "read_list",
+    "save_image",
+    "save_mask",
+    "HarmonizationDataset",
+    "Problem",
+    "SampleRecord",
+    "IHARMONY4_SUBSETS",
+    "IHarmony4Dataset",
+    "parse_iharmony4_name",
+    "RdHarmonyDataset",
+    "format_rdharmony_line",
+    "parse_rdharmony_line",
+    "parse_rdharmony_name",
+    "FolderDataset",
+    "MixedDomainLoader",
+    "batch_to_device",
+    "collate_samples",
+    "make_loader",
+    "AlignedRandomResizedCrop",
+    "Compose",
+    "PairedColorJitter",
+    "RandomResizedCropSample",
+    "harmonization_train",
+    "resized_crop",
+    "sample_crop",
+    "SYNTHESIS_METHODS",
+    "SyntheticComposite",
+    "histogram_match",
+    "lab_transfer",
+    "masked_moments",
+    "exchange_foreground",
+    "make_composites",
+    "scan_renders",
+    "soft_style_label",
+    "CheckReport",
+    "check_dataset",
+    "detect_format",
+    "format_report",
+]
