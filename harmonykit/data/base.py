@@ -23,6 +23,8 @@ from .io import (
 
 __all__ = ["SampleRecord", "Problem", "HarmonizationDataset", "progress_disabled"]
 
+from harmonykit.utils import progress_enabled
+
 _logger = logging.getLogger(__name__)
 
 VALIDATE_LEVELS = ("none", "exists", "headers")
@@ -30,7 +32,7 @@ VALIDATE_LEVELS = ("none", "exists", "headers")
 
 def progress_disabled() -> bool:
     """True when ``HARMONYKIT_DISABLE_PROGRESS=1`` asks for no tqdm bars."""
-    return os.environ.get("HARMONYKIT_DISABLE_PROGRESS", "0") not in ("", "0", "false", "False")
+    return not progress_enabled()
 
 
 @dataclass

@@ -50,11 +50,11 @@ __all__ = [
     "IMAGENET_STD",
 ]
 
+from harmonykit.normalization import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+
 _logger = logging.getLogger(__name__)
 
 METRIC_NAMES: Tuple[str, ...] = ("mse", "fmse", "psnr", "fpsnr", "ssim", "fssim")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional
 
 import torch.nn as nn
 

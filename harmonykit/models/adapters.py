@@ -11,7 +11,7 @@ Both only use the backbone's stage interface (``encoder``, ``decoder``, ``skip_s
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
@@ -29,6 +28,8 @@ from .lighting import NUM_STYLES, STYLE_SPECS, style_table
 from .renderer import Size, parse_size, render_scene, scene_seed
 
 __all__ = ["render_dataset", "make_style_grid", "scene_name", "to_uint8", "torch_threads", "RENDERER_VERSION"]
+
+from harmonykit.utils import progress_enabled
 
 _logger = logging.getLogger(__name__)
 
@@ -45,10 +46,6 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     arr = (img.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8)
     arr = arr.permute(1, 2, 0).numpy()
     return arr[..., 0] if arr.shape[2] == 1 else arr
-
-
-def _progress_disabled() -> bool:
-    return os.environ.get("HARMONYKIT_DISABLE_PROGRESS", "0") not in ("", "0", "false", "False")
 
 
 @contextlib.contextmanager
@@ -135,7 +132,7 @@ def render_dataset(
     )
     from tqdm.auto import tqdm
 
-    disable = _progress_disabled() if progress is None else not progress
+    disable = not progress_enabled() if progress is None else not progress
     jobs = [(str(out), index, h, w, int(seed), int(compress_level)) for index in range(int(start), int(start) + num_scenes)]
     bar = tqdm(total=num_scenes, desc="render", unit="scene", disable=disable)
     written: List[Path] = []
