@@ -1,0 +1,17 @@
+"""Registered loss terms (``harmonykit.registry.LOSSES``): reconstruction, adversarial, style."""
+from .adversarial import HingeDiscriminatorLoss, HingeGeneratorLoss
+from .reconstruction import L1Loss, MaskWeightedMSE, MSELoss
+from .style import EntropyReduction, HardCrossEntropy, SoftCrossEntropy, StyleConsistency, mean_entropy
+
+__all__ = [
+    "MaskWeightedMSE",
+    "L1Loss",
+    "MSELoss",
+    "HingeDiscriminatorLoss",
+    "HingeGeneratorLoss",
+    "SoftCrossEntropy",
+    "HardCrossEntropy",
+    "StyleConsistency",
+    "EntropyReduction",
+    "mean_entropy",
+]

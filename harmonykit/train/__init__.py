@@ -1,0 +1,39 @@
+"""Training: recipes (schema, ``extends:``, ``--set``), the CharmNet / iDIH trainer,
+atomic checkpoints, torchrun helpers and deterministic synthetic data.
+
+>>> from harmonykit.train import load_recipe, Trainer, TrainData
+>>> recipe = load_recipe("tiny", overrides=["train.iterations=2"])
+>>> trainer = Trainer(recipe, run_dir="runs/tiny")              # doctest: +SKIP
+>>> trainer.fit(TrainData.from_recipe(recipe))                  # doctest: +SKIP
+'done'
+"""
+from .checkpoint import CHECKPOINT_FORMAT, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .distributed import DistInfo, ShardedBatchSampler, all_reduce_grads, init_distributed
+from .recipe import RecipeError, SCHEMA, apply_overrides, dump_recipe, find_recipe, get_key, load_recipe, resolve_recipe
+from .synthetic import SyntheticHarmonizationDataset, synthetic_batch
+from .trainer import NonFiniteLossError, TrainData, Trainer
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "save_checkpoint",
+    "load_checkpoint",
+    "get_rng_state",
+    "set_rng_state",
+    "DistInfo",
+    "ShardedBatchSampler",
+    "all_reduce_grads",
+    "init_distributed",
+    "RecipeError",
+    "SCHEMA",
+    "apply_overrides",
+    "dump_recipe",
+    "find_recipe",
+    "get_key",
+    "load_recipe",
+    "resolve_recipe",
+    "SyntheticHarmonizationDataset",
+    "synthetic_batch",
+    "NonFiniteLossError",
+    "TrainData",
+    "Trainer",
+]
