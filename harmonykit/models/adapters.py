@@ -46,6 +46,18 @@ class _DomainNetBase(nn.Module):
     default_domain: str
     feature_channels: int
 
+    def _init_common(
+        self, backbone: UNetBackbone, split_depth: int, domains: Sequence[str], default_domain: Optional[str]
+    ) -> None:
+        """Domains, default domain, split point and the backbone's skip wiring."""
+        self.domains = _check_domains(domains)
+        self.default_domain = default_domain or ("real" if "real" in self.domains else self.domains[0])
+        if self.default_domain not in self.domains:
+            raise ValueError(f"default_domain {self.default_domain!r} is not one of {list(self.domains)}")
+        self.backbone_depth, self.split_depth = len(backbone.encoder), split_depth
+        self.feature_channels = backbone.split_channels(split_depth)  # validates 1 <= k < depth
+        self.skip_sources = list(backbone.skip_sources)
+
     def _resolve_domain(self, domain: Optional[str]) -> str:
         if domain is None:
             return self.default_domain
@@ -103,16 +115,8 @@ class DomainSplitNet(_DomainNetBase):
         default_domain: Optional[str] = None,
     ) -> None:
         super().__init__()
-        depth = len(backbone.encoder)
-        if not 1 <= split_depth <= depth - 1:
-            raise ValueError(f"split_depth must be in 1..{depth - 1} for a depth-{depth} backbone, got {split_depth}")
-        self.domains = _check_domains(domains)
-        self.default_domain = default_domain or ("real" if "real" in self.domains else self.domains[0])
-        if self.default_domain not in self.domains:
-            raise ValueError(f"default_domain {self.default_domain!r} is not one of {list(self.domains)}")
-        self.backbone_depth, self.split_depth = depth, split_depth
-        self.skip_sources = list(backbone.skip_sources)
-        self.feature_channels = backbone.split_channels(split_depth)
+        self._init_common(backbone, split_depth, domains, default_domain)
+        depth = self.backbone_depth
         k, n_shared_dec = split_depth, depth - split_depth
         init = getattr(backbone, "init_scheme", "torch")
         self.encoders = nn.ModuleDict()
@@ -169,14 +173,7 @@ class SharedDomainNet(_DomainNetBase):
         default_domain: Optional[str] = None,
     ) -> None:
         super().__init__()
-        depth = len(backbone.encoder)
-        self.domains = _check_domains(domains)
-        self.default_domain = default_domain or ("real" if "real" in self.domains else self.domains[0])
-        if self.default_domain not in self.domains:
-            raise ValueError(f"default_domain {self.default_domain!r} is not one of {list(self.domains)}")
-        self.backbone_depth, self.split_depth = depth, split_depth
-        self.feature_channels = backbone.split_channels(split_depth)
-        self.skip_sources = list(backbone.skip_sources)
+        self._init_common(backbone, split_depth, domains, default_domain)
         self.encoder, self.decoder, self.head = backbone.encoder, backbone.decoder, backbone.head
 
     def stages(self, domain: str):
