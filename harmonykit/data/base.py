@@ -21,13 +21,21 @@ from .io import (
     probe_image,
 )
 
-__all__ = ["SampleRecord", "Problem", "HarmonizationDataset", "progress_disabled"]
+__all__ = ["SampleRecord", "Problem", "HarmonizationDataset", "progress_disabled", "resolve_list_path"]
 
 from harmonykit.utils import progress_enabled
 
 _logger = logging.getLogger(__name__)
 
 VALIDATE_LEVELS = ("none", "exists", "headers")
+
+
+def resolve_list_path(root: Path, list_file: "str | Path") -> Path:
+    """A list file given relative to the dataset root (preferred) or to the working directory."""
+    lf = Path(list_file)
+    if not lf.is_absolute() and ((root / lf).is_file() or not lf.is_file()):
+        lf = root / lf
+    return lf
 
 
 def progress_disabled() -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import List, Optional, Union
 
 from ..registry import DATASETS
-from .base import HarmonizationDataset, Problem, SampleRecord
+from .base import HarmonizationDataset, Problem, SampleRecord, resolve_list_path
 from .io import IMAGE_EXTENSIONS, DataFileNotFoundError, ListFormatError, find_image, read_list
 
 __all__ = ["FolderDataset", "find_partner", "flat_triplets"]
@@ -92,10 +92,7 @@ class FolderDataset(HarmonizationDataset):
         records: List[SampleRecord] = []
         problems: List[Problem] = []
         if list_file is not None:
-            lf = Path(list_file)
-            if not lf.is_absolute() and ((self.root / lf).is_file() or not lf.is_file()):  # root first, then the cwd
-                lf = self.root / lf
-            for ln in read_list(lf, "folder list file"):
+            for ln in read_list(resolve_list_path(self.root, list_file), "folder list file"):
                 name = Path(ln.text.split()[0]).name
                 comp = cdir / name
                 if not comp.is_file():

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from ..registry import DATASETS
-from .base import HarmonizationDataset, Problem, SampleRecord
+from .base import HarmonizationDataset, Problem, SampleRecord, resolve_list_path
 from .io import DataFileNotFoundError, ListFormatError, ListLine, find_image, read_list
 
 __all__ = ["IHARMONY4_SUBSETS", "IHarmony4Dataset", "parse_iharmony4_name", "iharmony4_subsets"]
@@ -127,10 +127,7 @@ class IHarmony4Dataset(HarmonizationDataset):
         records: List[SampleRecord] = []
         problems: List[Problem] = []
         if list_file is not None:
-            lf = Path(list_file)
-            if not lf.is_absolute() and ((self.root / lf).is_file() or not lf.is_file()):  # root first, then the cwd
-                lf = self.root / lf
-            for ln in read_list(lf, "iHarmony4 list file"):
+            for ln in read_list(resolve_list_path(self.root, list_file), "iHarmony4 list file"):
                 self._add(ln, base, subset_dirs, records, problems)
         else:
             auto = subsets is None and not single

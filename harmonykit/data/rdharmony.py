@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
 from ..registry import DATASETS
-from .base import HarmonizationDataset, Problem, SampleRecord
+from .base import HarmonizationDataset, Problem, SampleRecord, resolve_list_path
 from .io import DataFileNotFoundError, ListFormatError, ListLine, find_image, read_list
 
 __all__ = ["RdHarmonyDataset", "parse_rdharmony_name", "parse_rdharmony_line", "format_rdharmony_line"]
@@ -121,10 +121,7 @@ class RdHarmonyDataset(HarmonizationDataset):
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DataFileNotFoundError("RdHarmony root folder not found", self.root)
-        lf = Path(list_file)
-        if not lf.is_absolute() and ((self.root / lf).is_file() or not lf.is_file()):
-            lf = self.root / lf  # relative to root first, then to the working directory
-        self.list_file = lf
+        self.list_file = lf = resolve_list_path(self.root, list_file)
         self.num_styles = num_styles
         records: List[SampleRecord] = []
         problems: List[Problem] = []
