@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
 import threading
 import time
@@ -169,8 +168,6 @@ def _clock_bar(trainer: Any, budget_s: float, desc: str) -> Iterator[None]:
             bar.refresh()
 
     th = threading.Thread(target=tick, daemon=True)
-    old = os.environ.get("HARMONYKIT_DISABLE_PROGRESS")
-    os.environ["HARMONYKIT_DISABLE_PROGRESS"] = "1"  # hide the trainer's own bar
     th.start()
     try:
         yield
@@ -180,10 +177,6 @@ def _clock_bar(trainer: Any, budget_s: float, desc: str) -> Iterator[None]:
         bar.n = bar.total
         bar.set_postfix(iterations=int(trainer.iteration))
         bar.close()
-        if old is None:
-            os.environ.pop("HARMONYKIT_DISABLE_PROGRESS", None)
-        else:
-            os.environ["HARMONYKIT_DISABLE_PROGRESS"] = old
 
 
 def _train(
@@ -219,39 +212,23 @@ def _train(
     trainer = Trainer(recipe, run_dir=run_dir, device=device)
     data = TrainData.from_recipe(recipe)
     limit = time_budget_s if time_budget_s is not None else hard_limit_s
-    timer = None
-    hit_limit = threading.Event()
-    if limit is not None:
-        def _stop() -> None:
-            hit_limit.set()
-            if time_budget_s is None:
-                _logger.warning("%s: over its time limit (%.0f s); stopping after this iteration", recipe["name"], limit)
-            trainer.request_stop()
-
-        timer = threading.Timer(limit, _stop)
-        timer.daemon = True
-        timer.start()
     if time_budget_s is not None:
         _logger.info("%s: training for %.1f min (at most %d iterations) -> %s", recipe["name"], time_budget_s / 60,
                      recipe["train"]["iterations"], run_dir)
     else:
         _logger.info("%s: training %d iterations -> %s", recipe["name"], recipe["train"]["iterations"], run_dir)
     t0 = time.perf_counter()
-    try:
-        if time_budget_s is not None:
-            with _clock_bar(trainer, time_budget_s, recipe["name"]):
-                status = trainer.fit(data)
-        else:
-            status = trainer.fit(data)
-    finally:
-        if timer is not None:
-            timer.cancel()
+    if time_budget_s is not None:  # the demo's bar shows the clock; the trainer's would show iterations
+        with _clock_bar(trainer, time_budget_s, recipe["name"]):
+            status = trainer.fit(data, max_seconds=limit, progress=False)
+    else:
+        status = trainer.fit(data, max_seconds=limit)
     seconds = time.perf_counter() - t0
-    if status != "done":
-        if not hit_limit.is_set():
-            raise KeyboardInterrupt  # Ctrl-C / SIGTERM: the trainer saved last.pth
-        trainer.export_pretrained(run_dir / "pretrained")
-        status = "time_budget" if time_budget_s is not None else "stopped_at_time_limit"
+    if status == "interrupted":
+        raise KeyboardInterrupt  # Ctrl-C / SIGTERM: the trainer saved last.pth
+    if status == "time_budget" and time_budget_s is None:
+        _logger.warning("%s: stopped at its time limit (%.0f s)", recipe["name"], limit)
+        status = "stopped_at_time_limit"
     info = {
         "recipe_digest": digest,
         "status": status,

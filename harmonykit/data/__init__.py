@@ -39,9 +39,13 @@ from .synthetic import METHODS as SYNTHESIS_METHODS
 from .synthetic import SyntheticComposite, histogram_match, lab_transfer, masked_moments
 from .composites import exchange_foreground, make_composites, scan_renders, soft_style_label
 from .check import CheckReport, check_dataset, detect_format, format_report
-from . import bundled  # noqa: F401,E402  registers the "bundled_photos" dataset (harmonykit/data/bundled.py)
+from .bundled import BundledPhotosDataset, load_bundled_photos, load_photo_index, write_eval_triplets  # noqa: E402
 
 __all__ = [
+    "BundledPhotosDataset",
+    "load_bundled_photos",
+    "load_photo_index",
+    "write_eval_triplets",
     "IMAGE_EXTENSIONS",
     "fit_size",
     "CorruptFileError",

@@ -21,7 +21,6 @@ import csv
 import json
 import logging
 import math
-import os
 import signal
 import threading
 import time
@@ -42,14 +41,14 @@ from harmonykit.train.distributed import (
     broadcast_module,
 )
 from harmonykit.train.synthetic import SyntheticHarmonizationDataset
+from harmonykit.normalization import normalize
+from harmonykit.utils import progress_enabled
 
 __all__ = ["Trainer", "TrainData", "NonFiniteLossError", "DOMAINS"]
 
 _logger = logging.getLogger(__name__)
 
 DOMAINS = ("rendered", "real")
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -58,16 +57,6 @@ class NonFiniteLossError(FloatingPointError):
     def __init__(self, term: str, value: float, iteration: int) -> None:
         super().__init__(f"loss term {term!r} is {value} at iteration {iteration}")
         self.term, self.value, self.iteration = term, value, iteration
-
-
-def _normalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(_IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(_IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
-def _progress_disabled() -> bool:
-    return os.environ.get("HARMONYKIT_DISABLE_PROGRESS", "0").lower() not in ("", "0", "false", "no")
 
 
 # ------------------------------------------------------------------------------------------
@@ -394,7 +383,7 @@ class Trainer:
 
     def _recon(self, slot: str, out: Any, batch: Mapping[str, Any]) -> torch.Tensor:
         fn, _ = self.losses[slot]
-        target = _normalize(batch["real"]).to(out.image_normalized.dtype)
+        target = normalize(batch["real"]).to(out.image_normalized.dtype)
         return fn(out.image_normalized, target, batch["mask"])
 
     def _optimizer_step(self, opt, scaler, loss: torch.Tensor, params: List[nn.Parameter]) -> None:
@@ -720,10 +709,25 @@ class Trainer:
         """Ask :meth:`fit` to save and return after the current iteration."""
         self._stop = True
 
-    def fit(self, data: TrainData, resume: Optional[Union[str, Path]] = None) -> str:
-        """Train to the end of the recipe. Returns ``"done"`` or ``"interrupted"`` (Ctrl-C /
-        SIGTERM: the current iteration finishes, ``last.pth`` is written). A NaN / inf loss
-        raises :class:`NonFiniteLossError`; the last good checkpoint is left as it was."""
+    def fit(
+        self,
+        data: TrainData,
+        resume: Optional[Union[str, Path]] = None,
+        max_seconds: Optional[float] = None,
+        progress: Optional[bool] = None,
+    ) -> str:
+        """Train to the end of the recipe.
+
+        Args:
+            resume: a training checkpoint to continue from.
+            max_seconds: wall-clock budget; the run ends after the iteration that crosses it,
+                like a finished run (validation, ``last.pth``, ``pretrained/``).
+            progress: show the tqdm bar (default: unless ``HARMONYKIT_DISABLE_PROGRESS=1``).
+
+        Returns ``"done"``, ``"time_budget"`` (stopped by ``max_seconds``) or ``"interrupted"``
+        (Ctrl-C / SIGTERM / :meth:`request_stop`: the current iteration finishes and ``last.pth``
+        is written). A NaN / inf loss raises :class:`NonFiniteLossError`; the last good
+        checkpoint is left as it was."""
         ipe, total = self.plan(data)
         total_epochs = max(1, math.ceil(total / max(ipe, 1)))
         self.build_schedulers(ipe, total_epochs)
@@ -740,11 +744,13 @@ class Trainer:
         old_handlers = self._install_signals()
         iters: Dict[str, Tuple[int, Iterator]] = {}
         bar = None
-        if self.dist.is_main and not _progress_disabled():
+        show = progress_enabled() if progress is None else progress
+        if self.dist.is_main and show:
             from tqdm import tqdm
 
             bar = tqdm(total=total, initial=self.iteration, desc=self.recipe["name"], dynamic_ncols=True)
         t0, seen, running = time.perf_counter(), 0, {}
+        deadline = None if max_seconds is None else t0 + float(max_seconds)
         status = "done"
         try:
             while self.iteration < total:
@@ -781,18 +787,22 @@ class Trainer:
                     self._save_last()
                 if ck["keep_every"] and self.iteration % ck["keep_every"] == 0 and self.run_dir is not None:
                     self.save(self.run_dir / f"ckpt_{self.iteration:07d}.pth")
+                out_of_time = deadline is not None and time.perf_counter() >= deadline
+                if out_of_time:
+                    self._stop = True
                 if self._sync_stop():
-                    status = "interrupted"
+                    status = "time_budget" if out_of_time else "interrupted"
                     break
         finally:
             self._restore_signals(old_handlers)
             if bar is not None:
                 bar.close()
+        finished = status in ("done", "time_budget")
         if self.run_dir is not None:
-            if status == "done":
+            if finished:
                 self._run_validation(data)
             self._save_last()
-            if status == "done" and self.dist.is_main:
+            if finished and self.dist.is_main:
                 self.export_pretrained(self.run_dir / "pretrained")
         if self._tb:
             self._tb.close()

@@ -146,3 +146,15 @@ def test_zero_weight_or_null_removes_a_term():
     assert "entropy" not in logs and "consistency" not in logs and "style_out" in logs
     expected = sum(tr.losses[k][1] * logs[k] for k in tr.losses if k in logs and k != "discriminator")
     assert torch.isclose(logs["G_total"], expected.to(logs["G_total"].dtype), rtol=1e-6)
+
+
+def test_time_budget_ends_the_run_like_a_finished_one(tmp_path):
+    """fit(max_seconds=...) stops after the iteration that crosses the budget and still writes
+    last.pth and the inference export; without a budget the same recipe runs to the end."""
+    r = load_recipe("tiny", overrides=["train.iterations=1000", f"output_dir={tmp_path}"])
+    tr = Trainer(r, run_dir=tmp_path / "run", device="cpu")
+    status = tr.fit(TrainData.from_recipe(r), max_seconds=0.0, progress=False)
+    assert status == "time_budget"
+    assert tr.iteration == 1  # the first iteration already crossed a zero budget
+    assert (tmp_path / "run" / "last.pth").is_file()
+    assert (tmp_path / "run" / "pretrained" / "model.safetensors").is_file()
