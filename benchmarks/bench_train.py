@@ -24,7 +24,7 @@ import time
 
 CONFIGS = {
     "eager": dict(precision="fp32", channels_last=False, compile=False),
-    "channels_last": dict(precision="fp32", channels_last=True, compile=False),
+    "channels_last": dict(precision="fp32", channels_last=True, compile=False),  # the recipe default path
     "bf16": dict(precision="bf16", channels_last=False, compile=False),
     "bf16_cl": dict(precision="bf16", channels_last=True, compile=False),
     "compile_cl": dict(precision="fp32", channels_last=True, compile=True),

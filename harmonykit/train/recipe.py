@@ -141,7 +141,7 @@ SCHEMA: Dict[str, Any] = {
         "epochs": Field("int", None, nullable=True),
         "iterations": Field("int", None, nullable=True, help="wins over epochs"),
         "precision": Field("str", "fp32", choices=("fp32", "bf16", "fp16")),
-        "channels_last": Field("bool", False),
+        "channels_last": Field("bool", True),  # the default path: ~1.5x eager NCHW on CPU (benchmarks/bench_train.py)
         "compile": Field("bool", False),
         "freeze_bn": Field("bool", False, help="keep every BatchNorm in eval mode"),
         "sync_bn": Field("bool", False, help="SyncBatchNorm under torchrun (GPU only)"),

@@ -70,6 +70,7 @@ def _trainer(parity_dir):
             f"optim.weight_decay={g_wd!r}",
             "optim.clip_grad=null",
             "train.precision=fp32",
+            "train.channels_last=false",  # the official code runs NCHW
             "train.ema.enabled=false",
             f"loss.recon_rendered.weight={w['lambda_src_L1']}",
             f"loss.recon_real.weight={w['lambda_tgt_L1']}",
