@@ -58,34 +58,29 @@ ModelLike = Union[nn.Module, Callable[..., Any], str]
 # I/O: any input kind -> (H, W, 3) / (H, W) torch tensors, and back
 # --------------------------------------------------------------------------------------------
 def load_image(path: Union[str, os.PathLike]) -> "Image.Image":  # noqa: F821
-    """Open an image file as RGB (alpha dropped). Raises FileNotFoundError naming the path."""
+    """Open an image file as 8-bit RGB by the rules of :mod:`harmonykit.data.io` (EXIF
+    orientation applied; grey, alpha, palette and 16-bit images converted). Errors name the file."""
     from PIL import Image
 
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"image file not found: {p}")
-    im = Image.open(p)
-    im.load()  # decodes and closes the file
-    return im.convert("RGB") if im.mode != "RGB" else im
+    from harmonykit.data.io import decode_rgb, open_image
+
+    im = open_image(path, "image")
+    if im.mode == "RGB":
+        return im
+    return Image.fromarray(np.rint(decode_rgb(im) * 255.0).astype(np.uint8), mode="RGB")
 
 
 def load_mask(path: Union[str, os.PathLike]) -> "Image.Image":  # noqa: F821
-    """Open a mask file as 8-bit grey (RGB masks use their luminance; 0/1 masks are scaled
-    later). Raises FileNotFoundError naming the path."""
+    """Open a mask file as 8-bit grey by the rules of :mod:`harmonykit.data.io` (0/1, 0/255,
+    soft, RGB, alpha and 16-bit masks; EXIF orientation applied). Errors name the file."""
     from PIL import Image
 
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"mask file not found: {p}")
-    im = Image.open(p)
-    im.load()
-    if im.mode == "LA":
-        return im.getchannel("L")
-    if im.mode in ("I", "I;16", "F"):  # 16-bit / float masks: scale their maximum to 255
-        a = np.asarray(im, dtype=np.float64)
-        a = a / a.max() if a.max() > 0 else a
-        return Image.fromarray(np.rint(a * 255).astype(np.uint8), mode="L")
-    return im if im.mode == "L" else im.convert("L")
+    from harmonykit.data.io import decode_mask, open_image
+
+    im = open_image(path, "mask")
+    if im.mode == "L":
+        return im
+    return Image.fromarray(np.rint(decode_mask(im) * 255.0).astype(np.uint8), mode="L")
 
 
 def _image_to_hwc(x: Any, name: str) -> Tuple[torch.Tensor, str]:

@@ -219,6 +219,13 @@ def _open(path: PathLike, what: str, size: Optional[Tuple[int, int]]) -> Image.I
     return img
 
 
+def open_image(path: PathLike, what: str = "image", size: Optional[Tuple[int, int]] = None) -> Image.Image:
+    """Open an image file by the module's rules (EXIF orientation applied, reduced-size JPEG
+    decode when ``size`` is smaller); errors name the file. Returns the Pillow image as stored
+    (any mode): pass it to :func:`decode_rgb` / :func:`decode_mask`."""
+    return _open(path, what, size)
+
+
 def decode_rgb(img: Image.Image) -> np.ndarray:
     """A Pillow image as ``(H, W, 3)`` float32 in [0, 1] by the module's conversion rules."""
     mode = img.mode

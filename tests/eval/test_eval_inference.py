@@ -191,3 +191,22 @@ def test_full_policy_beats_resize_with_an_oracle_on_real_triplets(real_data_dir)
             res[policy] += compute_metrics(np.asarray(out)[None], np.asarray(real)[None], np.asarray(mask)[None], "harmonykit", ssim=False)
     full, resize = mean_metrics(res["full"], True), mean_metrics(res["resize"], True)
     assert full["fmse"] < resize["fmse"] and full["mse"] < resize["mse"], (full, resize)
+
+
+def test_paths_follow_the_data_decoding_rules(tmp_path):
+    """Inference reads files like the datasets do: EXIF orientation applied, 16-bit masks scaled."""
+    from PIL import Image
+
+    from harmonykit.inference import load_image, load_mask
+
+    im = Image.new("RGB", (40, 20), (200, 10, 10))
+    exif = im.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    im.save(tmp_path / "rot.jpg", exif=exif.tobytes())
+    assert load_image(tmp_path / "rot.jpg").size == (20, 40)
+    m16 = Image.fromarray((np.arange(20 * 40).reshape(20, 40) % 2 * 65535).astype(np.uint16))
+    m16.save(tmp_path / "m16.png")
+    m = np.asarray(load_mask(tmp_path / "m16.png"))
+    assert m.dtype == np.uint8 and set(np.unique(m)) == {0, 255}
+    with pytest.raises(FileNotFoundError, match="absent.png"):
+        load_mask(tmp_path / "absent.png")
