@@ -7,7 +7,7 @@
 """
 __version__ = "0.1.0"
 
-from harmonykit import convert, models  # noqa: E402,F401  (models registers the built-in components)
+from harmonykit import models  # noqa: E402,F401  (registers the built-in components)
 from harmonykit.factory import create_model, get_pretrained_cfg, is_model, list_models, register_pretrained  # noqa: E402
 from harmonykit.hub import from_pretrained, save_pretrained  # noqa: E402
 from harmonykit.registry import (  # noqa: E402

@@ -16,9 +16,17 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
 
-from harmonykit.registry import MODELS, RegistryError, _as_list, _natural_key
+from harmonykit.models._pretrained import (
+    PretrainedCfg,
+    default_tag,
+    get_pretrained_cfg,
+    pretrained_tags,
+    register_pretrained,
+)
+from harmonykit.registry import MODELS, _as_list, _natural_key
 
 __all__ = [
+    "WeightsUnavailableError",
     "create_model",
     "list_models",
     "parse_model_name",
@@ -26,29 +34,6 @@ __all__ = [
     "get_pretrained_cfg",
     "is_model",
 ]
-
-# "arch.tag" -> pretrained cfg (weight source + provenance), see register_pretrained
-_PRETRAINED: Dict[str, Dict[str, Any]] = {}
-_WEIGHT_SOURCES = ("hf_hub_id", "file", "url", "state_dict")
-
-
-def register_pretrained(name: str, **cfg: Any) -> None:
-    """Declare weights for ``"arch.tag"``: ``hf_hub_id`` (+ ``revision``), ``file`` or ``url``,
-    plus provenance (``license``, ``origin_url``, ``notes``, metric numbers...)."""
-    arch, _, tag = name.partition(".")
-    if not tag:
-        raise ValueError(f"pretrained names are 'arch.tag', got {name!r}")
-    _PRETRAINED[name] = dict(cfg, architecture=arch, tag=tag)
-
-
-def get_pretrained_cfg(name: str) -> Dict[str, Any]:
-    """A deep copy of the pretrained cfg of ``"arch.tag"``."""
-    if name not in _PRETRAINED:
-        arch = name.partition(".")[0]
-        tags = sorted(k for k in _PRETRAINED if k.startswith(arch + "."))
-        raise RegistryError(f"no weights tag {name!r}; available for {arch!r}: {tags or 'none'}")
-    return copy.deepcopy(_PRETRAINED[name])
-
 
 def is_model(name: str) -> bool:
     return name.partition(".")[0] in MODELS
@@ -97,6 +82,10 @@ def create_model(
         **kwargs: model arguments overriding the entrypoint defaults; ``None`` values are
             dropped (so recipe/CLI nulls keep the defaults).
 
+    Returns:
+        the model in eval mode (call ``.train()`` to train), with ``has_trained_weights``
+        telling whether any weights were loaded (random weights otherwise).
+
     Example:
         >>> import harmonykit
         >>> net = harmonykit.create_model("charmnet_idih", ch=8, max_channels=64)
@@ -115,15 +104,17 @@ def create_model(
         model = entry(pretrained=pretrained, **kwargs)
         if pretrained or tag or pretrained_cfg_overlay:
             cfg = _resolve_pretrained_cfg(arch, tag, pretrained_cfg_overlay)
-            if cfg:
-                model.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}), **{k: v for k, v in cfg.items() if k != "state_dict"})
-                if pretrained:
-                    _load_pretrained(model, cfg, cache_dir=cache_dir, strict=strict)
+            model.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}), **cfg.to_dict())
+            if pretrained:
+                _load_pretrained(model, cfg, cache_dir=cache_dir, strict=strict)
+    weights_loaded = source in ("hf-hub", "local-dir") or pretrained
     if checkpoint_path is not None:
         from harmonykit.convert import load_checkpoint
 
         load_checkpoint(model, checkpoint_path, strict=strict)
-    return model
+        weights_loaded = True
+    model.has_trained_weights = bool(weights_loaded)
+    return model.eval()  # ready for inference; trainers call .train()
 
 
 def _local_dir(path: str) -> str:
@@ -132,43 +123,70 @@ def _local_dir(path: str) -> str:
     return path
 
 
-def _resolve_pretrained_cfg(arch: str, tag: str, overlay: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+def _resolve_pretrained_cfg(arch: str, tag: str, overlay: Optional[Dict[str, Any]]) -> PretrainedCfg:
     if tag:
         cfg = get_pretrained_cfg(f"{arch}.{tag}")
     else:
-        tags = [k for k in _PRETRAINED if k.startswith(arch + ".")]
-        cfg = get_pretrained_cfg(tags[0]) if tags else {"architecture": arch}
+        dt = default_tag(arch)
+        cfg = get_pretrained_cfg(dt) if dt else get_pretrained_cfg(arch)
     if overlay:
-        cfg.update(overlay)
+        cfg = cfg.replace(**overlay)
     return cfg
 
 
-def _load_pretrained(model: nn.Module, cfg: Dict[str, Any], cache_dir=None, strict: bool = True) -> None:
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be obtained (no network, no local file)."""
+
+
+def _load_pretrained(model: nn.Module, cfg: PretrainedCfg, cache_dir=None, strict: bool = True) -> None:
     from harmonykit.convert import load_checkpoint, load_weights
 
-    if cfg.get("state_dict") is not None:
-        load_weights(model, cfg["state_dict"], strict=strict, source="pretrained_cfg state_dict")
-    elif cfg.get("file"):
-        load_checkpoint(model, cfg["file"], strict=strict)
-    elif cfg.get("hf_hub_id"):
+    name = cfg.architecture + (f".{cfg.tag}" if cfg.tag else "")
+    if cfg.state_dict is not None:
+        load_weights(model, cfg.state_dict, strict=strict, source="pretrained_cfg state_dict")
+    elif cfg.package_file:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), cfg.package_file)
+        if not os.path.isfile(path):
+            raise WeightsUnavailableError(f"{name}: the packaged weights file {path} is missing; reinstall harmonykit")
+        load_checkpoint(model, path, strict=strict)
+    elif cfg.file:
+        load_checkpoint(model, cfg.file, strict=strict)
+    elif cfg.hf_hub_id:
         from harmonykit.hub import download_weights
 
-        load_checkpoint(model, download_weights(cfg["hf_hub_id"], revision=cfg.get("revision"), cache_dir=cache_dir, filename=cfg.get("hf_hub_filename")), strict=strict)
-    elif cfg.get("url"):
+        load_checkpoint(model, download_weights(cfg.hf_hub_id, revision=cfg.revision, cache_dir=cache_dir, filename=cfg.hf_hub_filename), strict=strict)
+    elif cfg.url:
         import torch.hub
 
-        fname = os.path.basename(cfg["url"])
+        fname = os.path.basename(cfg.url)
         dst = os.path.join(torch.hub.get_dir(), "checkpoints", "harmonykit", fname)
         if not os.path.isfile(dst):
+            if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+                raise WeightsUnavailableError(_offline_message(name, cfg.url, dst, "HF_HUB_OFFLINE is set"))
             os.makedirs(os.path.dirname(dst), exist_ok=True)
-            torch.hub.download_url_to_file(cfg["url"], dst, progress=True)
+            tmp = dst + ".part"
+            try:
+                torch.hub.download_url_to_file(cfg.url, tmp, progress=True)
+            except Exception as e:  # noqa: BLE001 - urllib raises many kinds; one clear line instead
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                reason = getattr(e, "reason", None) or e
+                raise WeightsUnavailableError(_offline_message(name, cfg.url, dst, str(reason))) from None
+            os.replace(tmp, dst)
         load_checkpoint(model, dst, strict=strict)
     else:
-        name = f"{cfg.get('architecture')}" + (f".{cfg['tag']}" if cfg.get("tag") else "")
         raise RuntimeError(
             f"no pretrained weights are registered for {name!r}; pass checkpoint_path=..., "
             f"pretrained_cfg_overlay={{'file': ...}}, or an hf-hub:/local-dir: name"
         )
+
+
+def _offline_message(name: str, url: str, dst: str, reason: str) -> str:
+    return (
+        f"cannot download the weights of {name!r} from {url} ({reason}); download that file by hand and "
+        f"load it with create_model({name.partition('.')[0]!r}, checkpoint_path='FILE') "
+        f"(CLI: --checkpoint FILE), or put it at {dst}"
+    )
 
 
 def list_models(
@@ -185,20 +203,6 @@ def list_models(
     inc = _as_list(filter) or ["*"]
     inc = inc + [p + ".*" for p in inc if "." not in p]
     exc = _as_list(exclude_filters)
-    names = [n for n in _PRETRAINED if n.partition(".")[0] in MODELS and any(fnmatch.fnmatchcase(n, p) for p in inc)]
+    names = [n for n in pretrained_tags() if n.partition(".")[0] in MODELS and any(fnmatch.fnmatchcase(n, p) for p in inc)]
     names = [n for n in names if not any(fnmatch.fnmatchcase(n, p) for p in exc)]
     return sorted(names, key=_natural_key)
-
-
-# Official releases. The Samsung iDIH-256 weights are published as a GitHub release file in
-# the official layout; harmonykit converts them on load. (No CharmNet weights are published.)
-register_pretrained(
-    "idih256.samsung_ihd4",
-    url="https://github.com/SamsungLabs/image_harmonization/releases/download/v1.0/idih256.pth",
-    origin_url="https://github.com/SamsungLabs/image_harmonization",
-    license="see the origin repository; trained on iHarmony4 (research use)",
-    train_datasets=["HCOCO", "HAdobe5k", "HFlickr", "Hday2night"],
-    metric_protocol="idih",
-    metrics={"All": {"MSE": 30.70, "PSNR": 36.99}},
-    notes="official checkpoint in the Samsung key layout; converted on load",
-)

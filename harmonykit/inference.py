@@ -314,10 +314,11 @@ def _downsample(t: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     if (H, W) == tuple(size):
         return _unit(x.contiguous())
     shrink = size[0] < H or size[1] < W
+    scale = 255.0 if x.dtype == torch.uint8 else 1.0
     if x.dtype == torch.uint8 and x.shape[1] != 3:
         x = x.float()  # the uint8 kernel is fastest on RGB channels-last
     y = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
-    return _unit(y)
+    return y.float() / scale if scale != 1.0 else _unit(y)
 
 
 # --------------------------------------------------------------------------------------------

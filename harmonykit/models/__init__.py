@@ -1,12 +1,20 @@
-"""Networks: backbones, domain adapters, discriminators, style heads and model entrypoints."""
+"""Networks: backbones, domain adapters, discriminators, style heads and model entrypoints.
+
+Importing this package registers every built-in model (one module per family).
+"""
+from harmonykit.models.base import Harmonizer, StageBackbone  # noqa: F401
+from harmonykit.models.outputs import HarmonizationOutput
+from harmonykit.models._pretrained import PretrainedCfg  # noqa: F401
+from harmonykit.models.idih import UNetBackbone
 from harmonykit.models.adapters import DomainSplitNet, SharedDomainNet
 from harmonykit.models.discriminators import FCDiscriminator
-from harmonykit.models.idih import UNetBackbone
-from harmonykit.models.outputs import HarmonizationOutput
 from harmonykit.models.style_heads import StyleClassifier
-from harmonykit.models import zoo  # noqa: F401  (registers the entrypoints)
+from harmonykit.models import charmnet  # noqa: F401  (registers the CharmNet entrypoints)
 
 __all__ = [
+    "Harmonizer",
+    "StageBackbone",
+    "PretrainedCfg",
     "UNetBackbone",
     "DomainSplitNet",
     "SharedDomainNet",

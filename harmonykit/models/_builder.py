@@ -1,18 +1,32 @@
-"""One construction path for every registered model: backbone [+ adapter] + configs."""
+"""One construction path for every registered model: backbone [+ adapter] + configs.
+
+- :func:`register_model` registers an entrypoint ``fn(pretrained=False, **kwargs)`` in
+  ``MODELS`` (timm's ``@register_model``);
+- :func:`build_harmonizer` builds a ``BACKBONES`` entry and wraps it in an ``ADAPTERS`` entry;
+- :func:`build_model` merges the entrypoint's defaults with user kwargs, builds, and attaches
+  ``architecture``, ``model_args`` and ``pretrained_cfg`` (the architecture's
+  :class:`~harmonykit.models._pretrained.PretrainedCfg` as a dict).
+"""
 from __future__ import annotations
 
-import copy
 import inspect
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch.nn as nn
 
-from harmonykit.models.idih import default_pretrained_cfg
-from harmonykit.registry import ADAPTERS, BACKBONES
+from harmonykit.models._pretrained import get_arch_cfg
+from harmonykit.registry import ADAPTERS, BACKBONES, MODELS
 
-__all__ = ["build_harmonizer", "build_model"]
+__all__ = ["build_harmonizer", "build_model", "register_model", "finalize_model"]
 
-_ADAPTER_ARGS = ("split_depth", "domains", "default_domain")
+
+def register_model(fn: Optional[Callable[..., nn.Module]] = None, *, name: Optional[str] = None) -> Any:
+    """Register a model entrypoint in ``MODELS`` (``@register_model`` or ``@register_model(name=...)``)."""
+
+    def _do(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        return MODELS.register(f, name=name or f.__name__)
+
+    return _do if fn is None else _do(fn)
 
 
 def _accepted(fn: Any) -> set:
@@ -54,26 +68,29 @@ def build_harmonizer(
     return net
 
 
-def build_model(
-    name: str,
-    defaults: Dict[str, Any],
-    kwargs: Dict[str, Any],
-    pretrained_cfg: Optional[Dict[str, Any]] = None,
-) -> nn.Module:
-    """Merge ``defaults`` with user ``kwargs`` (user wins), build, and attach configs.
+def finalize_model(net: nn.Module, name: str, args: Dict[str, Any]) -> nn.Module:
+    """Attach ``architecture``, ``model_args`` (``create_model(architecture, **model_args)``
+    rebuilds the same graph) and ``pretrained_cfg`` (the architecture's config as a dict,
+    with the size rule of the built network)."""
+    net.architecture = name
+    net.model_args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}
+    cfg = get_arch_cfg(name).to_dict()
+    cfg["architecture"] = name
+    for key in ("size_divisor", "min_size"):
+        if hasattr(net, key):
+            cfg[key] = int(getattr(net, key))
+    if hasattr(net, "min_size") and "input_size" in cfg:
+        side = max(int(net.min_size), int(cfg["input_size"][-1]))
+        side = -(-side // int(cfg["size_divisor"])) * int(cfg["size_divisor"])
+        cfg["input_size"] = (3, side, side)
+    net.pretrained_cfg = cfg
+    return net
 
-    Sets ``model.architecture`` (the registered name), ``model.model_args`` (the resolved
-    arguments: ``create_model(architecture, **model_args)`` rebuilds the same graph) and
-    ``model.pretrained_cfg``.
-    """
+
+def build_model(name: str, defaults: Dict[str, Any], kwargs: Dict[str, Any]) -> nn.Module:
+    """Merge ``defaults`` with user ``kwargs`` (user wins; ``None`` keeps the default), build
+    with :func:`build_harmonizer`, and :func:`finalize_model`."""
     args = dict(defaults)
     args.update({k: v for k, v in kwargs.items() if v is not None})
     net = build_harmonizer(_model_name=f"model {name!r}", **args)
-    net.architecture = name
-    net.model_args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}
-    depth = getattr(net, "depth", 7)
-    cfg = default_pretrained_cfg(depth)
-    if pretrained_cfg:
-        cfg.update(copy.deepcopy(pretrained_cfg))
-    net.pretrained_cfg = cfg
-    return net
+    return finalize_model(net, name, args)

@@ -5,8 +5,9 @@
 - ``shared``: one network for every domain (dataset fusion, two-stage training); it still
   reports ``f``/``g`` at ``split_depth`` so style heads can be attached.
 
-Both only use the backbone's stage interface (``encoder``, ``decoder``, ``skip_sources``,
-``head``), never its internals.
+Both only use the backbone's stage protocol (:class:`harmonykit.models.base.StageBackbone`:
+``encoder``, ``decoder``, ``head``, ``feature_info``, ``stage_config``, ``run_stages``), never
+its internals, so they work on every backbone that implements it.
 """
 from __future__ import annotations
 
@@ -16,86 +17,75 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from harmonykit.models.idih import UNetBackbone, check_inputs, unet_forward
+from harmonykit.models.base import CHARMNET_DOMAINS, Harmonizer, StageBackbone
 from harmonykit.models.layers import init_weights
 from harmonykit.models.outputs import HarmonizationOutput
-from harmonykit.normalization import denormalize, normalize
 from harmonykit.registry import ADAPTERS
 
 __all__ = ["DomainSplitNet", "SharedDomainNet", "DEFAULT_DOMAINS"]
 
-DEFAULT_DOMAINS: Tuple[str, str] = ("rendered", "real")
+DEFAULT_DOMAINS: Tuple[str, ...] = CHARMNET_DOMAINS
 
 
-def _check_domains(domains: Sequence[str]) -> Tuple[str, ...]:
-    domains = tuple(domains)
-    if not domains or len(set(domains)) != len(domains) or not all(isinstance(d, str) and d for d in domains):
-        raise ValueError(f"domains must be distinct non-empty names, got {domains!r}")
-    for d in domains:
-        if "." in d:
-            raise ValueError(f"domain name {d!r} may not contain '.'")
-    return domains
-
-
-class _DomainNetBase(nn.Module):
-    """Common API of adapted networks."""
+class _DomainNetBase(Harmonizer):
+    """Common API of adapted networks: the backbone's wiring, applied to per-domain stages."""
 
     backbone_depth: int
     split_depth: int
-    domains: Tuple[str, ...]
-    default_domain: str
     feature_channels: int
 
     def _init_common(
-        self, backbone: UNetBackbone, split_depth: int, domains: Sequence[str], default_domain: Optional[str]
+        self, backbone: StageBackbone, split_depth: int, domains: Sequence[str], default_domain: Optional[str]
     ) -> None:
-        """Domains, default domain, split point and the backbone's skip wiring."""
-        self.domains = _check_domains(domains)
-        self.default_domain = default_domain or ("real" if "real" in self.domains else self.domains[0])
-        if self.default_domain not in self.domains:
-            raise ValueError(f"default_domain {self.default_domain!r} is not one of {list(self.domains)}")
+        """Domains, default domain, split point and the backbone's wiring."""
+        if not isinstance(backbone, StageBackbone):
+            raise TypeError(
+                f"{type(self).__name__} needs a backbone implementing the stage protocol "
+                f"(harmonykit.models.base.StageBackbone), got {type(backbone).__name__}"
+            )
+        if len(backbone.encoder) != len(backbone.decoder):
+            raise ValueError(f"{type(backbone).__name__}: the stage protocol needs as many decoder as encoder stages")
+        self.set_domains(domains, default_domain)
         self.backbone_depth, self.split_depth = len(backbone.encoder), split_depth
         self.feature_channels = backbone.split_channels(split_depth)  # validates 1 <= k < depth
-        self.skip_sources = list(backbone.skip_sources)
-
-    def _resolve_domain(self, domain: Optional[str]) -> str:
-        if domain is None:
-            return self.default_domain
-        if domain not in self.domains:
-            raise ValueError(f"unknown domain {domain!r}; this model has domains {list(self.domains)}")
-        return domain
-
-    @property
-    def size_divisor(self) -> int:
-        return 2**self.backbone_depth
-
-    @property
-    def min_size(self) -> int:
-        return 2 ** (self.backbone_depth + 1)
+        self.feature_reduction = backbone.split_reduction(split_depth)
+        self.feature_info = list(backbone.feature_info)
+        self.size_divisor, self.min_size = backbone.size_divisor, backbone.min_size
+        self._backbone_cls = type(backbone)
+        self._stage_config = backbone.stage_config()
+        self.init_scheme = getattr(backbone, "init_scheme", "torch")
 
     def check_input_size(self, height: int, width: int) -> None:
-        UNetBackbone.check_input_size(self, height, width)  # same rule, same message
+        self._backbone_cls.check_input_size(self, height, width)  # the backbone's rule and message
 
     @property
     def depth(self) -> int:
         return self.backbone_depth
 
+    @property
+    def skip_sources(self):
+        return self._stage_config.get("skip_sources")
+
     def stages(self, domain: str) -> Tuple[List[nn.Module], List[nn.Module], nn.Module]:
         raise NotImplementedError
 
+    def forward_stages(self, composite: torch.Tensor, mask: torch.Tensor, domain: Optional[str] = None):
+        enc, dec, head = self.stages(self.resolve_domain(domain))
+        return self._backbone_cls.run_stages(self._stage_config, enc, dec, head, composite, mask, self.split_depth)
+
     def forward_normalized(self, image: torch.Tensor, mask: torch.Tensor, domain: Optional[str] = None):
-        """Official-space forward -> (output, attention, f, g), all normalised."""
-        enc, dec, head = self.stages(self._resolve_domain(domain))
+        """Official-space forward of the UNet family -> (output, attention, f, g), normalised."""
+        from harmonykit.models.idih import unet_forward
+
+        enc, dec, head = self.stages(self.resolve_domain(domain))
         return unet_forward(enc, dec, self.skip_sources, head, image, mask, self.split_depth)
 
     def forward(self, composite: torch.Tensor, mask: torch.Tensor, domain: Optional[str] = None) -> HarmonizationOutput:
         """composite ``(B, 3, H, W)`` in [0, 1], mask ``(B, 1, H, W)``; ``domain`` picks the
         branch (default: ``default_domain``, the real one for inference)."""
-        check_inputs(composite, mask, self.backbone_depth)
-        out, attention, f, g = self.forward_normalized(normalize(composite), mask, domain)
-        return HarmonizationOutput(
-            image=denormalize(out), image_normalized=out, attention=attention, features_in=f, features_out=g
-        )
+        domain = self.resolve_domain(domain)
+        self.check_inputs(composite, mask)
+        return self.forward_stages(composite, mask, domain).to_output()
 
 
 @ADAPTERS.register("split")
@@ -109,7 +99,7 @@ class DomainSplitNet(_DomainNetBase):
 
     def __init__(
         self,
-        backbone: UNetBackbone,
+        backbone: StageBackbone,
         split_depth: int = 4,
         domains: Sequence[str] = DEFAULT_DOMAINS,
         default_domain: Optional[str] = None,
@@ -118,7 +108,7 @@ class DomainSplitNet(_DomainNetBase):
         self._init_common(backbone, split_depth, domains, default_domain)
         depth = self.backbone_depth
         k, n_shared_dec = split_depth, depth - split_depth
-        init = getattr(backbone, "init_scheme", "torch")
+        init = self.init_scheme
         self.encoders = nn.ModuleDict()
         self.decoders = nn.ModuleDict()
         self.heads = nn.ModuleDict()
@@ -167,7 +157,7 @@ class SharedDomainNet(_DomainNetBase):
 
     def __init__(
         self,
-        backbone: UNetBackbone,
+        backbone: StageBackbone,
         split_depth: int = 4,
         domains: Sequence[str] = DEFAULT_DOMAINS,
         default_domain: Optional[str] = None,

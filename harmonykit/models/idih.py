@@ -13,12 +13,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from harmonykit.models._builder import build_model, register_model
+from harmonykit.models._pretrained import PretrainedCfg, register_pretrained_cfgs
+from harmonykit.models.base import FeatureInfo, StageBackbone, StageOutput
 from harmonykit.models.layers import BlendingHead, DecoderStage, EncoderStage, init_weights
-from harmonykit.models.outputs import HarmonizationOutput
-from harmonykit.normalization import IMAGENET_MEAN, IMAGENET_STD, denormalize, normalize
+from harmonykit.normalization import denormalize, normalize
 from harmonykit.registry import BACKBONES
 
-__all__ = ["UNetBackbone", "encoder_channels", "unet_forward", "check_inputs", "valid_size_message"]
+__all__ = ["UNetBackbone", "encoder_channels", "unet_forward", "valid_size_message", "idih256", "dih256", "idih512"]
 
 
 def encoder_channels(depth: int, ch: int, max_channels: int) -> List[int]:
@@ -44,26 +46,6 @@ def valid_size_message(depth: int, h: int, w: int) -> str:
         f"valid size is {up(h)}x{up(w)}. Resize or pad first, or use harmonykit.harmonize(), which "
         f"handles any size."
     )
-
-
-def check_inputs(composite: torch.Tensor, mask: torch.Tensor, depth: int) -> None:
-    """Validate shapes: composite ``(B, 3, H, W)``, mask ``(B, 1, H, W)``, H/W valid for depth."""
-    if not isinstance(composite, torch.Tensor) or composite.ndim != 4 or composite.shape[1] != 3:
-        raise ValueError(f"composite must be a (B, 3, H, W) tensor, got {_shape(composite)}")
-    if not isinstance(mask, torch.Tensor) or mask.ndim != 4 or mask.shape[1] != 1:
-        raise ValueError(f"mask must be a (B, 1, H, W) tensor, got {_shape(mask)}")
-    if mask.shape[0] != composite.shape[0] or mask.shape[-2:] != composite.shape[-2:]:
-        raise ValueError(
-            f"mask {tuple(mask.shape)} does not match composite {tuple(composite.shape)} in batch or size"
-        )
-    h, w = composite.shape[-2:]
-    div, low = 2**depth, 2 ** (depth + 1)
-    if h % div or w % div or h < low or w < low:
-        raise ValueError(valid_size_message(depth, h, w))
-
-
-def _shape(x: Any) -> str:
-    return str(tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__
 
 
 def unet_forward(
@@ -105,7 +87,7 @@ def unet_forward(
 
 
 @BACKBONES.register("idih")
-class UNetBackbone(nn.Module):
+class UNetBackbone(StageBackbone):
     """The iDIH UNet (``image_fusion=True``) or DIH (``image_fusion=False``).
 
     Args:
@@ -117,9 +99,9 @@ class UNetBackbone(nn.Module):
         in_channels: 4 (RGB + mask).
         init: weight init scheme (``"xavier_gluon"`` as Samsung, ``"normal"`` as CharmNet).
 
-    Forward: ``model(composite, mask)`` with composite ``(B, 3, H, W)`` in [0, 1] and mask
-    ``(B, 1, H, W)`` in [0, 1]; H, W multiples of ``2**depth``, at least ``2**(depth+1)``.
-    Returns :class:`HarmonizationOutput`.
+    Forward: ``model(composite, mask, domain=None)`` with composite ``(B, 3, H, W)`` in [0, 1]
+    and mask ``(B, 1, H, W)`` in [0, 1]; H, W multiples of ``2**depth``, at least
+    ``2**(depth+1)``. Returns :class:`HarmonizationOutput`.
     """
 
     def __init__(
@@ -137,7 +119,7 @@ class UNetBackbone(nn.Module):
             raise ValueError(f"depth must be at least 2, got {depth}")
         if ch < 2 or max_channels < ch:
             raise ValueError(f"need 2 <= ch <= max_channels, got ch={ch}, max_channels={max_channels}")
-        self.depth, self.image_fusion = depth, image_fusion
+        self.image_fusion = image_fusion
         self.init_scheme = init
         enc_ch = encoder_channels(depth, ch, max_channels)
         self.encoder_channels = enc_ch
@@ -157,22 +139,10 @@ class UNetBackbone(nn.Module):
             self.skip_sources.append(depth - 2 - j if j < depth - 1 else None)
             self.decoder_channels.append(cout)
         self.head = BlendingHead(self.decoder_channels[-1], image_fusion=image_fusion)
+        self.feature_info = [FeatureInfo(c, 2 ** (i + 1), f"encoder.{i}") for i, c in enumerate(enc_ch)]
+        self.size_divisor = 2**depth
+        self.min_size = 2 ** (depth + 1)
         init_weights(self, init)
-
-    # -- geometry ------------------------------------------------------------------------
-    @property
-    def size_divisor(self) -> int:
-        return 2**self.depth
-
-    @property
-    def min_size(self) -> int:
-        return 2 ** (self.depth + 1)
-
-    def split_channels(self, split_depth: int) -> int:
-        """Channels of ``f`` and ``g`` when the network is split after ``split_depth`` stages."""
-        if not 1 <= split_depth <= self.depth - 1:
-            raise ValueError(f"split_depth must be in 1..{self.depth - 1} for depth {self.depth}, got {split_depth}")
-        return self.encoder_channels[split_depth - 1]
 
     def check_input_size(self, height: int, width: int) -> None:
         """Raise ``ValueError`` naming the valid sizes when ``height x width`` cannot be run."""
@@ -180,33 +150,63 @@ class UNetBackbone(nn.Module):
         if height % div or width % div or height < low or width < low:
             raise ValueError(valid_size_message(self.depth, height, width))
 
-    # -- forward -------------------------------------------------------------------------
+    # -- stage protocol --------------------------------------------------------------------
+    def stage_config(self) -> Dict[str, Any]:
+        return {"skip_sources": list(self.skip_sources)}
+
+    @classmethod
+    def run_stages(cls, config, encoder, decoder, head, composite, mask, split_depth=None) -> StageOutput:
+        """Normalise, run the UNet with additive skips, blend; ``image`` is denormalised."""
+        image = normalize(composite)
+        out, attention, f, g = unet_forward(encoder, decoder, config["skip_sources"], head, image, mask, split_depth)
+        return StageOutput(image=denormalize(out), image_normalized=out, attention=attention, features_in=f, features_out=g)
+
+    # -- official-space forward --------------------------------------------------------------
     def forward_normalized(
         self, image: torch.Tensor, mask: torch.Tensor, split_depth: Optional[int] = None
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
         """Official-space forward: normalised image in, normalised output out."""
         return unet_forward(self.encoder, self.decoder, self.skip_sources, self.head, image, mask, split_depth)
 
-    def forward(self, composite: torch.Tensor, mask: torch.Tensor) -> HarmonizationOutput:
-        check_inputs(composite, mask, self.depth)
-        out, attention, _, _ = self.forward_normalized(normalize(composite), mask)
-        return HarmonizationOutput(image=denormalize(out), image_normalized=out, attention=attention)
+
+# -- registered entrypoints ------------------------------------------------------------------
+
+_IDIH = dict(backbone="idih", depth=7, ch=64, max_channels=512, batchnorm_from=2, image_fusion=True, init="xavier_gluon")
+_TINY = dict(ch=8, max_channels=16)
+_PAPER = dict(paper_ids="arXiv:2006.00809", paper_name="Foreground-aware Semantic Representations for Image Harmonization")
+
+default_cfgs = {
+    "idih256": PretrainedCfg(**_PAPER, input_size=(3, 256, 256), tiny_args=_TINY),
+    "dih256": PretrainedCfg(**_PAPER, input_size=(3, 256, 256), tiny_args=_TINY),
+    "idih512": PretrainedCfg(**_PAPER, input_size=(3, 512, 512), tiny_args=_TINY),
+    # Official release: the Samsung iDIH-256 weights, a GitHub release file in the official
+    # layout; converted on load.
+    "idih256.samsung_ihd4": PretrainedCfg(
+        url="https://github.com/SamsungLabs/image_harmonization/releases/download/v1.0/idih256.pth",
+        origin_url="https://github.com/SamsungLabs/image_harmonization",
+        license="see the origin repository; trained on iHarmony4 (research use)",
+        train_datasets=["HCOCO", "HAdobe5k", "HFlickr", "Hday2night"],
+        metric_protocol="idih",
+        metrics={"All": {"MSE": 30.70, "PSNR": 36.99}},
+        notes="official checkpoint in the Samsung key layout; converted on load",
+    ),
+}
+register_pretrained_cfgs(default_cfgs)
 
 
-def default_pretrained_cfg(depth: int, **extra: Any) -> Dict[str, Any]:
-    """The harmonization pretrained config (what a user needs to feed the model)."""
-    size = 2 ** (depth + 1)
-    cfg: Dict[str, Any] = dict(
-        input_size=(3, size, size),
-        size_divisor=2**depth,
-        min_size=size,
-        value_range=(0.0, 1.0),
-        color_space="rgb",
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        mask_convention="foreground=1, (B, 1, H, W) float in [0, 1]",
-        license=None,
-        metric_protocol="charmnet",
-    )
-    cfg.update(extra)
-    return cfg
+@register_model
+def idih256(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """iDIH-256 (Samsung ``improved_dih256``): 8,301,284 parameters."""
+    return build_model("idih256", _IDIH, kwargs)
+
+
+@register_model
+def dih256(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """DIH-256: BatchNorm in every encoder stage, no blending layer."""
+    return build_model("dih256", dict(_IDIH, batchnorm_from=0, image_fusion=False), kwargs)
+
+
+@register_model
+def idih512(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """iDIH-512 (Samsung ``improved_dih512``): depth 8, inputs multiples of 256, >= 512."""
+    return build_model("idih512", dict(_IDIH, depth=8), kwargs)

@@ -1,7 +1,7 @@
 """The object every harmonization model returns."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Iterator, Optional
 
 import torch
@@ -24,6 +24,8 @@ class HarmonizationOutput:
             ``(B, C, h, w)``; read by the domain discriminator and the P_in style head.
         features_out: ``g``, the output of the shared decoder stage ``(B, C, h, w)``;
             read by the P_out style head.
+        extras: model-specific tensors by name (e.g. the intrinsic model's ``reflectance``
+            and ``illumination``, a colour-transform model's ``transform``).
     """
 
     image: torch.Tensor
@@ -31,9 +33,12 @@ class HarmonizationOutput:
     attention: Optional[torch.Tensor] = None
     features_in: Optional[torch.Tensor] = None
     features_out: Optional[torch.Tensor] = None
+    extras: Dict[str, torch.Tensor] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extras" and getattr(self, f.name) is not None}
+        out.update(self.extras)
+        return out
 
     def __iter__(self) -> Iterator[torch.Tensor]:  # allows `image, *_ = out`
         return iter(v for v in self.to_dict().values())

@@ -10,50 +10,88 @@ TINY = dict(ch=8, max_channels=16)
 ALL_MODELS = harmonykit.list_models()
 
 
+def tiny(name):
+    """The model's narrow configuration (declared in its PretrainedCfg)."""
+    return harmonykit.create_model(name, **harmonykit.get_pretrained_cfg(name).tiny_args)
+
+
 def _inputs(model, b=2):
-    s = model.pretrained_cfg["min_size"]
+    s = max(model.pretrained_cfg["min_size"], 32)
+    s = -(-s // model.size_divisor) * model.size_divisor
     return torch.rand(b, 3, s, s), (torch.rand(b, 1, s, s) > 0.6).float()
-
-
-def _call(model, comp, mask, **kw):
-    return model(comp, mask, **kw) if getattr(model, "domains", None) else model(comp, mask)
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_forward_contract(name):
-    model = harmonykit.create_model(name, **TINY).eval()
+    """One contract: model(composite, mask, domain=None) -> HarmonizationOutput; .domains and
+    .default_domain on every model."""
+    model = tiny(name).eval()
+    assert isinstance(model, harmonykit.models.Harmonizer)
+    assert model.domains and model.default_domain in model.domains
     comp, mask = _inputs(model)
     with torch.no_grad():
-        out = _call(model, comp, mask)
+        out = model(comp, mask, domain=None)
+        again = model(comp, mask, domain=model.default_domain)
+    torch.testing.assert_close(out.image, again.image)
     assert out.image.shape == comp.shape and out.image_normalized.shape == comp.shape
     assert torch.isfinite(out.image).all()
-    # .image is the official output mapped back by x*std+mean
-    torch.testing.assert_close(out.image, harmonykit.normalization.denormalize(out.image_normalized))
     if out.attention is not None:
         assert out.attention.shape == mask.shape and 0 <= out.attention.min() and out.attention.max() <= 1
-    if getattr(model, "domains", None):
+    if len(model.domains) > 1:
         c = model.feature_channels
         assert out.features_in.shape[1] == c and out.features_out.shape == out.features_in.shape
+    with pytest.raises(ValueError, match="unknown domain 'nowhere'"):
+        model(comp, mask, domain="nowhere")
+
+
+@pytest.mark.parametrize("name", [n for n in ALL_MODELS if n.startswith(("idih", "dih", "charmnet_idih"))])
+def test_unet_image_is_denormalised_official_output(name):
+    model = tiny(name).eval()
+    comp, mask = _inputs(model)
+    with torch.no_grad():
+        out = model(comp, mask)
+    # .image is the official output mapped back by x*std+mean
+    torch.testing.assert_close(out.image, harmonykit.normalization.denormalize(out.image_normalized))
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_backward_reaches_every_parameter_of_the_branch(name):
-    model = harmonykit.create_model(name, **TINY).train()
+    model = tiny(name).train()
     comp, mask = _inputs(model)
-    domains = getattr(model, "domains", None) or [None]
-    for d in domains:
-        out = _call(model, comp, mask, **({"domain": d} if d else {}))
+    for d in model.domains:
+        out = model(comp, mask, domain=d)
         out.image.square().mean().backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, f"no gradient for {missing[:5]}"
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", [n for n in ALL_MODELS])
 def test_invalid_input_size_says_which_sizes_work(name):
-    model = harmonykit.create_model(name, **TINY)
+    model = tiny(name)
+    if model.size_divisor == 1:
+        pytest.skip(f"{name} accepts any size >= {model.min_size}")
     s = model.pretrained_cfg["min_size"]
     with pytest.raises(ValueError, match=rf"multiples of {model.size_divisor} and at least {s}"):
-        _call(model, torch.rand(1, 3, s + 3, s), torch.ones(1, 1, s + 3, s))
+        model(torch.rand(1, 3, s + 3, s), torch.ones(1, 1, s + 3, s))
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_uint8_and_0_255_inputs_are_refused(name):
+    """Rough edge: a uint8 tensor returned NaN silently; 0..255 floats were clipped."""
+    model = tiny(name).eval()
+    comp, mask = _inputs(model, b=1)
+    with pytest.raises(TypeError, match="floating-point tensor in \\[0, 1\\]"):
+        model((comp * 255).to(torch.uint8), mask)
+    with pytest.raises(ValueError, match="inputs must be in \\[0, 1\\]"):
+        model(comp * 255, mask)
+
+
+def test_readme_snippet_runs_at_batch_one():
+    """Rough edge: create_model(...) then net(composite, mask) failed at batch 1 (train mode BN)."""
+    net = harmonykit.create_model("charmnet_idih", **TINY)
+    assert not net.training, "create_model returns a model in eval mode (call .train() to train)"
+    out = net(torch.rand(1, 3, 256, 256), torch.ones(1, 1, 256, 256))
+    assert out.image.shape == (1, 3, 256, 256)
 
 
 def test_non_square_sizes_run():
