@@ -34,6 +34,18 @@ def _env_dir(var: str, default: Path) -> Path:
 
 PARITY_DIR = _env_dir("HARMONYKIT_PARITY_DIR", _REPO.parent / "shared" / "parity" / "public")
 REAL_DATA_DIR = _env_dir("HARMONYKIT_REAL_DATA", _REPO.parent / "shared" / "data")
+# Model-zoo parity fixtures made by the official code of each network (see its README):
+# ``<root>/<model>/``; another fixture set of the same format can replace the root.
+ZOO_FIXTURES_DIR = _env_dir("HARMONYKIT_ZOO_FIXTURES", _REPO / "tests" / "fixtures" / "zoo")
+
+
+def zoo_fixture_dir(model: str) -> Path:
+    """``<HARMONYKIT_ZOO_FIXTURES>/<model>``; a missing folder is a failure, not a skip (the
+    fixtures are committed with the tests)."""
+    d = ZOO_FIXTURES_DIR / model
+    if not d.is_dir():
+        raise FileNotFoundError(f"zoo parity fixtures for {model!r} not found at {d} (HARMONYKIT_ZOO_FIXTURES)")
+    return d
 
 
 @pytest.fixture(scope="session")
