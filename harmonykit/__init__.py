@@ -5,11 +5,18 @@
 >>> harmonykit.list_models("charmnet*")[:2]
 ['charmnet_idih', 'charmnet_idih_shared']
 """
-__version__ = "0.1.0"
+from harmonykit.version import __version__  # noqa: F401
 
 from harmonykit import models  # noqa: E402,F401  (registers the built-in components)
-from harmonykit.factory import create_model, get_pretrained_cfg, is_model, list_models, register_pretrained  # noqa: E402
-from harmonykit.hub import from_pretrained, save_pretrained  # noqa: E402
+from harmonykit.factory import (  # noqa: E402
+    create_model,
+    from_pretrained,
+    get_pretrained_cfg,
+    is_model,
+    list_models,
+    register_pretrained,
+)
+from harmonykit.hub import save_pretrained  # noqa: E402
 from harmonykit.registry import (  # noqa: E402
     ADAPTERS,
     AUGMENTATIONS,

@@ -81,7 +81,7 @@ def _photos_digest() -> str:
 
 def _prepare_data(out: Path, scenes: int, pairs: int, eval_per_photo: int, seed: int, progress: Optional[bool]) -> Dict[str, Any]:
     """Render + make composites + eval triplets under ``out/data`` (reused if the manifest matches)."""
-    from harmonykit import __version__
+    from harmonykit.version import __version__
     from harmonykit.data.bundled import write_eval_triplets
     from harmonykit.data.composites import make_composites
     from harmonykit.data.render import render_dataset

@@ -27,6 +27,7 @@ from harmonykit.registry import MODELS, _as_list, _natural_key
 
 __all__ = [
     "WeightsUnavailableError",
+    "from_pretrained",
     "create_model",
     "list_models",
     "parse_model_name",
@@ -95,8 +96,6 @@ def create_model(
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     source, rest = parse_model_name(model_name)
     if source in ("hf-hub", "local-dir"):
-        from harmonykit.hub import from_pretrained
-
         model = from_pretrained(rest if source == "hf-hub" else _local_dir(rest), cache_dir=cache_dir, strict=strict, _source=source, **kwargs)
     else:
         arch, _, tag = rest.partition(".")
@@ -115,6 +114,35 @@ def create_model(
         weights_loaded = True
     model.has_trained_weights = bool(weights_loaded)
     return model.eval()  # ready for inference; trainers call .train()
+
+
+def from_pretrained(
+    id_or_dir: Union[str, os.PathLike],
+    revision: Optional[str] = None,
+    cache_dir: Optional[Union[str, os.PathLike]] = None,
+    strict: bool = True,
+    map_location: Union[str, "torch.device"] = "cpu",
+    _source: Optional[str] = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Load a checkpoint folder or a Hub repo (``"org/name"`` or ``"org/name@rev"``).
+
+    The architecture must be registered locally (the Hub holds config and weights, never
+    code). ``kwargs`` override ``model_args``; loading is strict, so an override that changes
+    the parameter shapes fails loudly. Returns the model in eval mode.
+    """
+    from harmonykit.convert import load_checkpoint
+    from harmonykit.hub import resolve_checkpoint
+
+    cfg, weights = resolve_checkpoint(id_or_dir, revision=revision, cache_dir=cache_dir, source=_source)
+    args = dict(cfg.get("model_args", {}))
+    args.update(kwargs)
+    model = create_model(cfg["architecture"], **args)
+    if isinstance(cfg.get("pretrained_cfg"), dict):
+        model.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}), **cfg["pretrained_cfg"])
+    load_checkpoint(model, weights, strict=strict)
+    model.has_trained_weights = True
+    return model.to(map_location).eval()
 
 
 def _local_dir(path: str) -> str:

@@ -15,14 +15,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-import harmonykit
+from harmonykit.version import __version__
 
-__all__ = ["save_pretrained", "from_pretrained", "load_config", "download_weights", "CONFIG_NAME", "WEIGHTS_NAME"]
+__all__ = ["save_pretrained", "resolve_checkpoint", "load_config", "download_weights", "model_config", "CONFIG_NAME", "WEIGHTS_NAME"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -50,7 +50,7 @@ def model_config(model: nn.Module, extra: Optional[Dict[str, Any]] = None) -> Di
     cfg = {
         "format_version": FORMAT_VERSION,
         "library": "harmonykit",
-        "library_version": harmonykit.__version__,
+        "library_version": __version__,
         "architecture": arch,
         "model_args": _jsonable(getattr(model, "model_args", {})),
         "pretrained_cfg": _jsonable(getattr(model, "pretrained_cfg", {})),
@@ -112,7 +112,7 @@ def _hub_download(repo_id: str, filename: str, revision: Optional[str], cache_di
             revision=revision,
             cache_dir=cache_dir,
             library_name="harmonykit",
-            library_version=harmonykit.__version__,
+            library_version=__version__,
         )
     except LocalEntryNotFoundError as e:
         raise FileNotFoundError(
@@ -136,26 +136,16 @@ def download_weights(repo_id: str, revision: Optional[str] = None, cache_dir: Op
             raise first from None
 
 
-def from_pretrained(
+def resolve_checkpoint(
     id_or_dir: PathLike,
     revision: Optional[str] = None,
     cache_dir: Optional[PathLike] = None,
-    strict: bool = True,
-    map_location: Union[str, torch.device] = "cpu",
-    _source: Optional[str] = None,
-    **kwargs: Any,
-) -> nn.Module:
-    """Load a checkpoint folder or a Hub repo (``"org/name"`` or ``"org/name@rev"``).
-
-    The architecture must be registered locally (the Hub holds config and weights, never
-    code). ``kwargs`` override ``model_args``; loading is strict, so an override that changes
-    the parameter shapes fails loudly. Returns the model in eval mode.
-    """
-    from harmonykit.convert import load_checkpoint
-    from harmonykit.factory import create_model
-
+    source: Optional[str] = None,
+) -> Tuple[Dict[str, Any], Path]:
+    """Find ``(config, weights file)`` of a checkpoint folder or a Hub repo (``"org/name"`` or
+    ``"org/name@rev"``; ``source="hf-hub"`` forces the Hub). I/O only: builds nothing."""
     path = Path(id_or_dir)
-    if _source != "hf-hub" and path.is_dir():
+    if source != "hf-hub" and path.is_dir():
         cfg_path, weights = path / CONFIG_NAME, path / WEIGHTS_NAME
         if not weights.is_file():
             alts = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.pth")) + sorted(path.glob("*.bin"))
@@ -163,17 +153,10 @@ def from_pretrained(
                 raise FileNotFoundError(f"{path}: no {WEIGHTS_NAME} (or other weights file) in the folder")
             weights = alts[0]
     else:
-        if _source != "hf-hub" and (str(id_or_dir).startswith((".", "/", "~")) or os.sep in str(id_or_dir).strip("/").split("/", 1)[-1]):
+        if source != "hf-hub" and (str(id_or_dir).startswith((".", "/", "~")) or os.sep in str(id_or_dir).strip("/").split("/", 1)[-1]):
             raise FileNotFoundError(f"{id_or_dir}: no such checkpoint folder")
         repo, rev = _split_revision(str(id_or_dir))
         rev = revision or rev
         cfg_path = Path(_hub_download(repo, CONFIG_NAME, rev, cache_dir))
         weights = Path(download_weights(repo, rev, cache_dir))
-    cfg = load_config(cfg_path)
-    args = dict(cfg.get("model_args", {}))
-    args.update(kwargs)
-    model = create_model(cfg["architecture"], **args)
-    if isinstance(cfg.get("pretrained_cfg"), dict):
-        model.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}), **cfg["pretrained_cfg"])
-    load_checkpoint(model, weights, strict=strict)
-    return model.to(map_location).eval()
+    return load_config(cfg_path), weights

@@ -34,6 +34,7 @@ __all__ = [
     "DATASETS",
     "METRICS",
     "AUGMENTATIONS",
+    "CHECKPOINT_LAYOUTS",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -245,6 +246,12 @@ MODELS = Registry(
     "model",
     "Model entrypoints: ``fn(pretrained=False, **kwargs) -> nn.Module``; use "
     "harmonykit.create_model rather than calling them directly.",
+    locations=["harmonykit.models"],
+)
+CHECKPOINT_LAYOUTS = Registry(
+    "checkpoint layout",
+    "State-dict key layouts (``harmonykit.convert.CheckpointLayout``), registered by the model files.",
+    locations=["harmonykit.models"],
 )
 DATASETS = Registry(
     "dataset", "Datasets: ``create(name, **kw) -> torch.utils.data.Dataset`` of sample dicts.", locations=["harmonykit.data"]

@@ -28,7 +28,7 @@ def _command_modules():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harmonykit import __version__
+    from harmonykit.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="harmonykit", description="Deep image harmonization: CharmNet and friends."

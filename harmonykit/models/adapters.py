@@ -12,7 +12,7 @@ its internals, so they work on every backbone that implements it.
 from __future__ import annotations
 
 import copy
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -132,19 +132,31 @@ class DomainSplitNet(_DomainNetBase):
         return enc, dec, self.heads[domain]
 
     def branch_key(self, domain: str, unet_key: str) -> str:
-        """Map a single-UNet parameter name (``encoder.3.conv.weight``) to this model's name
+        """Map a single-network parameter name (``encoder.3.conv.weight``) to this model's name
         for ``domain`` (``encoders.real.3.conv.weight`` or ``shared_encoder.4...``)."""
         part, _, rest = unet_key.partition(".")
         if part == "head":
             return f"heads.{domain}.{rest}"
         idx, _, tail = rest.partition(".")
+        if part not in ("encoder", "decoder") or not idx.isdigit():
+            raise KeyError(f"not a stage-backbone parameter name: {unet_key!r}")
         i = int(idx)
         if part == "encoder":
             return f"encoders.{domain}.{i}.{tail}" if i < self.split_depth else f"shared_encoder.{i}.{tail}"
-        if part == "decoder":
-            n_shared = self.backbone_depth - self.split_depth
-            return f"shared_decoder.{i}.{tail}" if i < n_shared else f"decoders.{domain}.{i}.{tail}"
-        raise KeyError(f"not a UNet parameter name: {unet_key!r}")
+        n_shared = self.backbone_depth - self.split_depth
+        return f"shared_decoder.{i}.{tail}" if i < n_shared else f"decoders.{domain}.{i}.{tail}"
+
+    def from_single_network(self, sd: Dict[str, torch.Tensor], domain: Optional[str] = None):
+        """Rename a single backbone's state dict to fill ``domain``'s branch (default: the
+        default domain) and the shared stages. Returns (renamed dict, the other domains' keys,
+        which may stay missing)."""
+        dom = self.resolve_domain(domain)
+        renamed = {self.branch_key(dom, k): v for k, v in sd.items()}
+        others = [
+            k for k in self.state_dict()
+            if k not in renamed and any(k.startswith(f"{p}.{d}.") for p in ("encoders", "decoders", "heads") for d in self.domains if d != dom)
+        ]
+        return renamed, others
 
 
 @ADAPTERS.register("shared")
@@ -171,3 +183,7 @@ class SharedDomainNet(_DomainNetBase):
 
     def branch_key(self, domain: str, unet_key: str) -> str:
         return unet_key
+
+    def from_single_network(self, sd: Dict[str, torch.Tensor], domain: Optional[str] = None):
+        self.resolve_domain(domain)
+        return sd, []

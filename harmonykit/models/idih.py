@@ -8,11 +8,13 @@ BN -> ELU) for ``j < depth``, whose output is summed with ``encoder[skip_sources
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import re
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
+from harmonykit.convert import CheckpointError, CheckpointLayout, register_layout
 from harmonykit.models._builder import build_model, register_model
 from harmonykit.models._pretrained import PretrainedCfg, register_pretrained_cfgs
 from harmonykit.models.base import FeatureInfo, StageBackbone, StageOutput
@@ -20,7 +22,7 @@ from harmonykit.models.layers import BlendingHead, DecoderStage, EncoderStage, i
 from harmonykit.normalization import denormalize, normalize
 from harmonykit.registry import BACKBONES
 
-__all__ = ["UNetBackbone", "encoder_channels", "unet_forward", "valid_size_message", "idih256", "dih256", "idih512"]
+__all__ = ["UNetBackbone", "encoder_channels", "unet_forward", "valid_size_message", "idih256", "dih256", "idih512", "official_idih_to_unet", "unet_to_official_idih"]
 
 
 def encoder_channels(depth: int, ch: int, max_channels: int) -> List[int]:
@@ -167,6 +169,121 @@ class UNetBackbone(StageBackbone):
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
         """Official-space forward: normalised image in, normalised output out."""
         return unet_forward(self.encoder, self.decoder, self.skip_sources, self.head, image, mask, split_depth)
+
+
+# -- official checkpoint layout (Samsung ``iharm``) ------------------------------------------
+# ``encoder.block0.block.0.weight``, ``encoder.blocks_connected.block2.block.1.running_mean``,
+# ``decoder.deconv_blocks.3.block.0.bias``, ``decoder.conv_attention.weight``,
+# ``decoder.to_rgb.weight`` (92 entries for iDIH-256) <-> ours (``encoder.3.conv.weight``,
+# ``decoder.0.norm.weight``, ``head.to_rgb.bias``).
+
+_OFF_ENC = re.compile(r"^(?:blocks_connected\.)?block(\d+)\.block\.([01])\.(.+)$")
+_OFF_DEC = re.compile(r"^deconv_blocks\.(\d+)\.block\.([01])\.(.+)$")
+_OURS = re.compile(r"^(encoder|decoder)\.(\d+)\.(conv|norm)\.(.+)$")
+_LAYER = {"0": "conv", "1": "norm", "conv": "0", "norm": "1"}
+
+
+def _enc_off_to_unet(rest: str) -> Optional[str]:
+    m = _OFF_ENC.match(rest)
+    return f"encoder.{m.group(1)}.{_LAYER[m.group(2)]}.{m.group(3)}" if m else None
+
+
+def _dec_off_to_unet(rest: str, offset: int = 0) -> Optional[str]:
+    m = _OFF_DEC.match(rest)
+    return f"decoder.{int(m.group(1)) + offset}.{_LAYER[m.group(2)]}.{m.group(3)}" if m else None
+
+
+def _head_off_to_unet(rest: str) -> Optional[str]:
+    for name in ("conv_attention.", "to_rgb."):
+        if rest.startswith(name):
+            return "head." + rest
+    return None
+
+
+def official_idih_to_unet(sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Samsung iDIH names -> our single-UNet names (values untouched)."""
+    out: Dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        new = None
+        if k.startswith("encoder."):
+            new = _enc_off_to_unet(k[len("encoder."):])
+        elif k.startswith("decoder."):
+            rest = k[len("decoder."):]
+            new = _dec_off_to_unet(rest) or _head_off_to_unet(rest)
+        if new is None:
+            raise CheckpointError(f"unexpected key {k!r} in an official iDIH state dict")
+        out[new] = v
+    return out
+
+
+def _unet_to_off_enc(i: int, layer: str, tail: str) -> str:
+    blk = f"block{i}" if i < 2 else f"blocks_connected.block{i}"
+    return f"{blk}.block.{_LAYER[layer]}.{tail}"
+
+
+def unet_to_official_idih(sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Our single-UNet names -> Samsung iDIH names."""
+    out: Dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        m = _OURS.match(k)
+        if m:
+            part, i, layer, tail = m.group(1), int(m.group(2)), m.group(3), m.group(4)
+            if part == "encoder":
+                out["encoder." + _unet_to_off_enc(i, layer, tail)] = v
+            else:
+                out[f"decoder.deconv_blocks.{i}.block.{_LAYER[layer]}.{tail}"] = v
+        elif k.startswith("head."):
+            out["decoder." + k[len("head."):]] = v
+        else:
+            raise CheckpointError(f"unexpected key {k!r} in a harmonykit UNet state dict")
+    return out
+
+
+def infer_unet_args(sd: Mapping[str, torch.Tensor]) -> Tuple[str, Dict[str, Any]]:
+    """``(architecture, model_args)`` of a single-UNet state dict (our names) from its shapes."""
+    enc = _stage_shapes(sd, r"^encoder\.(\d+)\.conv\.weight$")
+    bn = [int(m.group(1)) for k in sd for m in [re.match(r"^encoder\.(\d+)\.norm\.weight$", k)] if m]
+    fusion = "head.conv_attention.weight" in sd
+    args = dict(depth=len(enc), ch=enc[0], max_channels=max(enc), batchnorm_from=min(bn) if bn else len(enc), image_fusion=fusion)
+    arch = "idih256" if fusion else "dih256"
+    if len(enc) == 8 and fusion:
+        arch = "idih512"
+    return arch, args
+
+
+def _stage_shapes(sd: Mapping[str, torch.Tensor], pattern: str) -> List[int]:
+    found = {int(m.group(1)): v.shape[0] for k, v in sd.items() for m in [re.match(pattern, k)] if m}
+    return [found[i] for i in sorted(found)]
+
+
+def _unet_to_model(model: nn.Module, sd: Dict[str, torch.Tensor], domain: Optional[str]):
+    """A single-UNet state dict into ``model``: a split model takes it as one domain's branch
+    plus the shared stages (how the official CharmNet code initialises its real branch)."""
+    if hasattr(model, "from_single_network"):
+        return model.from_single_network(sd, domain)
+    return sd, []
+
+
+register_layout(
+    CheckpointLayout(
+        "official_idih",
+        detect=lambda keys: any(k.startswith(("encoder.block0.", "encoder.blocks_connected.", "decoder.deconv_blocks.")) for k in keys),
+        to_model=lambda model, sd, domain: _unet_to_model(model, official_idih_to_unet(sd), domain),
+        convert={"unet": lambda sd, **_: official_idih_to_unet(sd)},
+        infer=lambda sd: infer_unet_args(official_idih_to_unet(sd)),
+        priority=10,
+    )
+)
+register_layout(
+    CheckpointLayout(
+        "unet",
+        detect=lambda keys: any(re.match(r"(encoder|decoder)\.\d+\.", k) for k in keys),
+        to_model=_unet_to_model,
+        convert={"official_idih": lambda sd, **_: unet_to_official_idih(sd)},
+        infer=infer_unet_args,
+        priority=0,
+    )
+)
 
 
 # -- registered entrypoints ------------------------------------------------------------------

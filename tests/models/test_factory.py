@@ -61,7 +61,7 @@ def test_unknown_model_and_tag_and_kwarg():
 
 def test_pretrained_via_overlay_file(tmp_path):
     src = harmonykit.create_model("idih256", ch=8, max_channels=16)
-    sd = harmonykit.convert.unet_to_official_idih(src.state_dict())
+    sd = harmonykit.models.idih.unet_to_official_idih(src.state_dict())
     torch.save(sd, tmp_path / "idih256.pth")  # the official release format
     m = harmonykit.create_model("idih256", pretrained=True, ch=8, max_channels=16, pretrained_cfg_overlay={"file": str(tmp_path / "idih256.pth")})
     for k, v in src.state_dict().items():

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 import harmonykit
-from harmonykit.convert import CheckpointError, load_checkpoint, split_to_official_charmnet, unet_to_official_idih
+from harmonykit.convert import CheckpointError, load_checkpoint
+from harmonykit.models.charmnet import split_to_official_charmnet
+from harmonykit.models.idih import unet_to_official_idih
 from harmonykit.publish import install_to_hf_cache
 
 TINY = dict(ch=8, max_channels=16)

@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 import harmonykit
-from harmonykit.convert import infer_model_args, load_weights, official_idih_to_unet
+from harmonykit.convert import infer_model_args, load_weights
+from harmonykit.models.idih import official_idih_to_unet
 from harmonykit.normalization import denormalize
 from harmonykit.registry import DISCRIMINATORS, STYLE_HEADS
 
@@ -75,7 +76,7 @@ def test_idih_tiny_train_mode_and_buffers(parity_dir):
         model = _idih_from(sd).train()
         out = model(denormalize(io[f"{case}/image"]), io[f"{case}/mask"])
         _close(out.image_normalized.detach(), io[f"{case}/train/images"], f"{case} train output")
-        ours = harmonykit.convert.unet_to_official_idih(model.state_dict())
+        ours = harmonykit.models.idih.unet_to_official_idih(model.state_dict())
         bufs = {k[len(f"{case}/train/buffers_after/"):]: v for k, v in io.items() if k.startswith(f"{case}/train/buffers_after/")}
         assert bufs, "fixture has no BN buffers"
         for k, ref in bufs.items():
