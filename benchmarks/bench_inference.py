@@ -42,7 +42,13 @@ def _load_pair(spec: str):
     import numpy as np
     from PIL import Image
 
-    from harmonykit.inference import load_image, load_mask
+    from harmonykit.data.io import load_image_u8, load_mask_u8
+
+    def load_image(p):
+        return Image.fromarray(load_image_u8(p))
+
+    def load_mask(p):
+        return Image.fromarray(load_mask_u8(p))
 
     if spec == "synthetic":
         rng = np.random.default_rng(0)
@@ -91,7 +97,16 @@ def quality(args) -> dict:
 
     torch.set_num_threads(args.threads)
     from harmonykit.eval import compute_metrics, find_pairs, mean_metrics
-    from harmonykit.inference import _downsample, harmonize, load_image, load_mask, model_input_size
+    from PIL import Image
+
+    from harmonykit.data.io import load_image_u8, load_mask_u8
+    from harmonykit.inference import _downsample, harmonize, model_input_size
+
+    def load_image(p):
+        return Image.fromarray(load_image_u8(p))
+
+    def load_mask(p):
+        return Image.fromarray(load_mask_u8(p))
 
     net = _model(args)
     size = model_input_size(net)

@@ -33,6 +33,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from harmonykit.utils import resolve_device
+
 __all__ = ["DemoResult", "run_demo", "demo_recipe_path", "DEFAULTS", "QUICK"]
 
 _logger = logging.getLogger(__name__)
@@ -448,14 +450,6 @@ def _markdown_table(stats: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _resolve_device(device: str) -> str:
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine (use cpu or auto)")
-    return device
-
-
 def run_demo(
     out: Union[str, Path] = "harmonykit-demo",
     *,
@@ -500,7 +494,7 @@ def run_demo(
         if int(scenes) < 1:
             raise ValueError(f"scenes={scenes!r}; expected >= 1")
         cfg["scenes"] = int(scenes)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     out = Path(out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)

@@ -18,7 +18,9 @@ import torch.nn as nn
 
 from harmonykit.models._pretrained import (
     PretrainedCfg,
+    WeightsUnavailableError,
     default_tag,
+    load_pretrained,
     get_pretrained_cfg,
     pretrained_tags,
     register_pretrained,
@@ -100,12 +102,13 @@ def create_model(
     else:
         arch, _, tag = rest.partition(".")
         entry = MODELS.get(arch)
-        model = entry(pretrained=pretrained, **kwargs)
-        if pretrained or tag or pretrained_cfg_overlay:
-            cfg = _resolve_pretrained_cfg(arch, tag, pretrained_cfg_overlay)
+        cfg = _resolve_pretrained_cfg(arch, tag, pretrained_cfg_overlay) if (pretrained or tag or pretrained_cfg_overlay) else None
+        extra = {"pretrained_cfg": cfg, "cache_dir": cache_dir, "pretrained_strict": strict} if cfg is not None else {}
+        model = entry(pretrained=pretrained, **extra, **kwargs)  # build_model loads the weights
+        if cfg is not None:
             model.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}), **cfg.to_dict())
-            if pretrained:
-                _load_pretrained(model, cfg, cache_dir=cache_dir, strict=strict)
+            if pretrained and not getattr(model, "has_trained_weights", False):
+                load_pretrained(model, cfg, cache_dir=cache_dir, strict=strict)  # entrypoints outside build_model
     weights_loaded = source in ("hf-hub", "local-dir") or pretrained
     if checkpoint_path is not None:
         from harmonykit.convert import load_checkpoint
@@ -160,61 +163,6 @@ def _resolve_pretrained_cfg(arch: str, tag: str, overlay: Optional[Dict[str, Any
     if overlay:
         cfg = cfg.replace(**overlay)
     return cfg
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be obtained (no network, no local file)."""
-
-
-def _load_pretrained(model: nn.Module, cfg: PretrainedCfg, cache_dir=None, strict: bool = True) -> None:
-    from harmonykit.convert import load_checkpoint, load_weights
-
-    name = cfg.architecture + (f".{cfg.tag}" if cfg.tag else "")
-    if cfg.state_dict is not None:
-        load_weights(model, cfg.state_dict, strict=strict, source="pretrained_cfg state_dict")
-    elif cfg.package_file:
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), cfg.package_file)
-        if not os.path.isfile(path):
-            raise WeightsUnavailableError(f"{name}: the packaged weights file {path} is missing; reinstall harmonykit")
-        load_checkpoint(model, path, strict=strict)
-    elif cfg.file:
-        load_checkpoint(model, cfg.file, strict=strict)
-    elif cfg.hf_hub_id:
-        from harmonykit.hub import download_weights
-
-        load_checkpoint(model, download_weights(cfg.hf_hub_id, revision=cfg.revision, cache_dir=cache_dir, filename=cfg.hf_hub_filename), strict=strict)
-    elif cfg.url:
-        import torch.hub
-
-        fname = os.path.basename(cfg.url)
-        dst = os.path.join(torch.hub.get_dir(), "checkpoints", "harmonykit", fname)
-        if not os.path.isfile(dst):
-            if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-                raise WeightsUnavailableError(_offline_message(name, cfg.url, dst, "HF_HUB_OFFLINE is set"))
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            tmp = dst + ".part"
-            try:
-                torch.hub.download_url_to_file(cfg.url, tmp, progress=True)
-            except Exception as e:  # noqa: BLE001 - urllib raises many kinds; one clear line instead
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-                reason = getattr(e, "reason", None) or e
-                raise WeightsUnavailableError(_offline_message(name, cfg.url, dst, str(reason))) from None
-            os.replace(tmp, dst)
-        load_checkpoint(model, dst, strict=strict)
-    else:
-        raise RuntimeError(
-            f"no pretrained weights are registered for {name!r}; pass checkpoint_path=..., "
-            f"pretrained_cfg_overlay={{'file': ...}}, or an hf-hub:/local-dir: name"
-        )
-
-
-def _offline_message(name: str, url: str, dst: str, reason: str) -> str:
-    return (
-        f"cannot download the weights of {name!r} from {url} ({reason}); download that file by hand and "
-        f"load it with create_model({name.partition('.')[0]!r}, checkpoint_path='FILE') "
-        f"(CLI: --checkpoint FILE), or put it at {dst}"
-    )
 
 
 def list_models(

@@ -39,8 +39,9 @@ __all__ = [
     "predict_lowres",
     "fit_color_grid",
     "apply_color_grid",
-    "load_image",
-    "load_mask",
+    "MIN_SIDE",
+    "RandomWeightsError",
+    "RandomWeightsWarning",
     "model_input_size",
     "load_model",
     "parse_model_args",
@@ -50,6 +51,8 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 POLICIES = ("resize", "full")
+MIN_SIDE = 16
+"""Smallest composite side :func:`harmonize` accepts (pixels)."""
 ImageInput = Union[str, os.PathLike, "Image.Image", np.ndarray, torch.Tensor]  # noqa: F821
 ModelLike = Union[nn.Module, Callable[..., Any], str]
 
@@ -57,60 +60,62 @@ ModelLike = Union[nn.Module, Callable[..., Any], str]
 # --------------------------------------------------------------------------------------------
 # I/O: any input kind -> (H, W, 3) / (H, W) torch tensors, and back
 # --------------------------------------------------------------------------------------------
-def load_image(path: Union[str, os.PathLike]) -> "Image.Image":  # noqa: F821
-    """Open an image file as 8-bit RGB by the rules of :mod:`harmonykit.data.io` (EXIF
-    orientation applied; grey, alpha, palette and 16-bit images converted). Errors name the file."""
+def _image_to_hwc(x: Any, name: str) -> Tuple[torch.Tensor, str, Optional[np.ndarray]]:
+    """-> ((H, W, 3) uint8 or float32 tensor on CPU, kind, alpha or None). The alpha channel of
+    an RGBA input is kept aside and put back on the output."""
     from PIL import Image
 
-    from harmonykit.data.io import decode_rgb, open_image
-
-    im = open_image(path, "image")
-    if im.mode == "RGB":
-        return im
-    return Image.fromarray(np.rint(decode_rgb(im) * 255.0).astype(np.uint8), mode="RGB")
-
-
-def load_mask(path: Union[str, os.PathLike]) -> "Image.Image":  # noqa: F821
-    """Open a mask file as 8-bit grey by the rules of :mod:`harmonykit.data.io` (0/1, 0/255,
-    soft, RGB, alpha and 16-bit masks; EXIF orientation applied). Errors name the file."""
-    from PIL import Image
-
-    from harmonykit.data.io import decode_mask, open_image
-
-    im = open_image(path, "mask")
-    if im.mode == "L":
-        return im
-    return Image.fromarray(np.rint(decode_mask(im) * 255.0).astype(np.uint8), mode="L")
-
-
-def _image_to_hwc(x: Any, name: str) -> Tuple[torch.Tensor, str]:
-    """-> ((H, W, 3) uint8 or float32 tensor on CPU, kind)."""
-    from PIL import Image
+    from harmonykit.data.io import read_image
 
     if isinstance(x, (str, os.PathLike)):
-        return _image_to_hwc(load_image(x), name)[0], "path"
+        dec = read_image(x, what=name)
+        rgb8 = np.rint(dec.rgb * 255.0).astype(np.uint8)
+        alpha = None if dec.alpha is None else np.rint(dec.alpha * 255.0).astype(np.uint8)
+        return torch.from_numpy(rgb8), "path", alpha
     if isinstance(x, Image.Image):
-        im = x if x.mode == "RGB" else x.convert("RGB")
-        return torch.from_numpy(np.array(im, dtype=np.uint8)), "pil"
+        alpha = None
+        if x.mode in ("RGBA", "LA", "PA") or (x.mode == "P" and "transparency" in x.info):
+            rgba = x.convert("RGBA")
+            alpha = np.array(rgba, dtype=np.uint8)[..., 3]
+            im = rgba.convert("RGB")
+        else:
+            im = x if x.mode == "RGB" else x.convert("RGB")
+        return torch.from_numpy(np.array(im, dtype=np.uint8)), "pil", alpha
     if isinstance(x, np.ndarray):
         a = x
         if a.ndim == 2:
             a = np.repeat(a[..., None], 3, axis=2)
         if a.ndim != 3 or a.shape[2] not in (3, 4):
-            raise ValueError(f"{name}: expected an (H, W, 3) array, got shape {x.shape}")
+            raise ValueError(f"{name}: expected an (H, W, 3) or (H, W, 4) array, got shape {x.shape}")
+        alpha = np.array(a[..., 3], copy=True) if a.shape[2] == 4 else None
         a = a[..., :3]
         if a.dtype == np.uint8:
-            return torch.from_numpy(np.array(a, copy=True)), "numpy_u8"
-        return torch.from_numpy(np.array(a, dtype=np.float32, copy=True)), "numpy_float"
+            return torch.from_numpy(np.array(a, copy=True)), "numpy_u8", alpha
+        if a.dtype == np.uint16:
+            raise TypeError(f"{name}: uint16 arrays are not taken as is; pass float32 in [0, 1] (x / 65535)")
+        f = np.array(a, dtype=np.float32, copy=True)
+        _check_unit_range(f, name)
+        return torch.from_numpy(f), "numpy_float", alpha
     if isinstance(x, torch.Tensor):
         t = x.detach()
         if t.ndim != 3 or t.shape[0] != 3:
             raise ValueError(f"{name}: expected a (3, H, W) or (B, 3, H, W) tensor, got shape {tuple(x.shape)}")
         t = t.cpu().permute(1, 2, 0)
         if t.dtype == torch.uint8:
-            return t, "tensor_u8"
-        return t.float(), "tensor_float"
+            return t, "tensor_u8", None
+        if not t.is_floating_point():
+            raise TypeError(f"{name}: tensor dtype {t.dtype}; expected float in [0, 1] or uint8")
+        _check_unit_range(t.float().numpy(), name)
+        return t.float(), "tensor_float", None
     raise TypeError(f"{name}: unsupported type {type(x).__name__}; expected a path, PIL image, numpy array or tensor")
+
+
+def _check_unit_range(a: np.ndarray, name: str) -> None:
+    if a.size and (float(a.max()) > 1.0 + 1e-3 or float(a.min()) < -1e-3):
+        raise ValueError(
+            f"{name}: float values in [{float(a.min()):.3g}, {float(a.max()):.3g}]; expected [0, 1] "
+            f"(divide 0..255 data by 255, or pass uint8)"
+        )
 
 
 def _mask_to_hw(x: Any, name: str = "mask") -> torch.Tensor:
@@ -118,7 +123,9 @@ def _mask_to_hw(x: Any, name: str = "mask") -> torch.Tensor:
     from PIL import Image
 
     if isinstance(x, (str, os.PathLike)):
-        x = load_mask(x)
+        from harmonykit.data.io import load_mask
+
+        return load_mask(x, threshold=None, what=name)[0]
     if isinstance(x, Image.Image):
         if x.mode not in ("L", "1"):
             x = x.convert("L")
@@ -147,13 +154,18 @@ def _mask_to_hw(x: Any, name: str = "mask") -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.clip(a, 0.0, 1.0)))
 
 
-def _hwc_to_kind(t: torch.Tensor, kind: str, like: Any) -> Any:
+def _hwc_to_kind(t: torch.Tensor, kind: str, like: Any, alpha: Optional[np.ndarray] = None) -> Any:
     from PIL import Image
 
     if kind in ("pil", "path"):
+        if alpha is not None:
+            return Image.fromarray(np.concatenate([t.numpy(), alpha[..., None]], axis=2), mode="RGBA")
         return Image.fromarray(t.numpy(), mode="RGB")
     if kind in ("numpy_u8", "numpy_float"):
-        return t.numpy()
+        out = t.numpy()
+        if alpha is not None:
+            out = np.concatenate([out, alpha[..., None].astype(out.dtype)], axis=2)
+        return out
     out = t.permute(2, 0, 1)
     if kind == "tensor_float":
         out = out.to(dtype=like.dtype if like.is_floating_point() else torch.float32)
@@ -168,13 +180,52 @@ def _unit(t: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # model plumbing
 # --------------------------------------------------------------------------------------------
+class RandomWeightsError(ValueError):
+    """A model would run with random weights where the user did not ask for them."""
+
+
+class RandomWeightsWarning(UserWarning):
+    """A harmonization ran with randomly initialised weights."""
+
+
+def has_trained_weights(model: Any) -> bool:
+    """False only for a model known to hold random weights (``create_model`` without
+    ``pretrained`` / ``checkpoint_path``); weight-free models and plain callables count as trained."""
+    if isinstance(model, nn.Module) and not any(True for _ in model.parameters()):
+        return True
+    return bool(getattr(model, "has_trained_weights", True))
+
+
+def random_weights_message(model: Any, name: Optional[str] = None) -> str:
+    from harmonykit.factory import list_models
+
+    arch = name or getattr(model, "architecture", type(model).__name__)
+    tags = list_models(str(arch).partition(".")[0], pretrained=True)
+    hint = f"registered weights: {', '.join(tags)} (--pretrained)" if tags else "no weights are registered for it"
+    return (
+        f"model {arch!r} has random weights (no checkpoint, no pretrained weights loaded); {hint}. Pass "
+        f"--checkpoint FILE, a local-dir:/hf-hub: name, or --random-weights to run random weights on purpose"
+    )
+
+
 def _resolve_model(model: ModelLike) -> Any:
     if isinstance(model, str):
-        from harmonykit import create_model  # the factory resolves names, local-dir: and hf-hub:
+        from harmonykit.factory import create_model  # names, arch.tag, local-dir: and hf-hub:
 
-        return create_model(model)
+        tagged = "." in model and ":" not in model
+        model = create_model(model, pretrained=tagged)
     if model is None or not callable(model):
         raise TypeError(f"model: expected an nn.Module, a callable or a model name, got {type(model).__name__}")
+    if not has_trained_weights(model) and not getattr(model, "random_weights_ok", False):
+        import warnings
+
+        arch = getattr(model, "architecture", type(model).__name__)
+        warnings.warn(
+            f"model {arch!r} has random weights: its output is noise. Load weights with "
+            f"create_model({arch!r}, pretrained=True) or checkpoint_path=FILE",
+            RandomWeightsWarning,
+            stacklevel=3,
+        )
     return model
 
 
@@ -199,23 +250,29 @@ def load_model(
     spec: str,
     checkpoint_path: Optional[Union[str, os.PathLike]] = None,
     pretrained: bool = False,
+    allow_random: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a model from anything :func:`harmonykit.create_model` accepts (registry name,
-    ``arch.tag``, ``local-dir:``, ``hf-hub:``), in eval mode. A registry name without weights
-    logs a warning (random initialisation)."""
-    from harmonykit import create_model
-    from harmonykit.factory import parse_model_name
+    ``arch.tag``, ``local-dir:``, ``hf-hub:``), in eval mode, for the command line.
+
+    A name with a weights tag (``idih256.samsung_ihd4``) loads those weights. A model that
+    would hold random weights raises :class:`RandomWeightsError` unless ``allow_random``."""
+    from harmonykit.factory import create_model, parse_model_name
 
     if checkpoint_path is not None and not Path(checkpoint_path).is_file():
         raise FileNotFoundError(f"checkpoint file not found: {checkpoint_path}")
     source, rest = parse_model_name(spec)
     if source == "registry":
-        model = create_model(spec, pretrained=pretrained, checkpoint_path=checkpoint_path, **kwargs)
-        if checkpoint_path is None and not pretrained and "." not in rest:
-            _logger.warning("model %r has no weights (no --checkpoint / --pretrained): randomly initialised", spec)
+        tagged = "." in rest
+        model = create_model(spec, pretrained=pretrained or (tagged and checkpoint_path is None), checkpoint_path=checkpoint_path, **kwargs)
     else:
         model = create_model(spec, checkpoint_path=checkpoint_path, **kwargs)
+    if not has_trained_weights(model):
+        if not allow_random:
+            raise RandomWeightsError(random_weights_message(model, spec))
+        _logger.warning("model %r runs with RANDOM weights (--random-weights)", spec)
+        model.random_weights_ok = True
     return model.eval()
 
 
@@ -229,16 +286,12 @@ def model_input_size(model: Any, default: Tuple[int, int] = (256, 256)) -> Tuple
 
 
 def _default_domain(model: Any, domain: Optional[str]) -> Optional[str]:
-    domains = getattr(model, "domains", None)
-    if not domains:
-        if domain is not None:
-            raise ValueError(f"domain={domain!r} given but the model is single-domain (no `domains` attribute)")
-        return None
-    if domain is None:
-        return "real" if "real" in domains else list(domains)[0]
-    if domain not in domains:
-        raise ValueError(f"unknown domain {domain!r} for this model; expected one of {list(domains)}")
-    return domain
+    """The domain to run: the model resolves it (one rule, :meth:`Harmonizer.resolve_domain`)."""
+    if hasattr(model, "resolve_domain"):
+        return model.resolve_domain(domain)
+    if domain is not None:
+        raise ValueError(f"domain={domain!r} given but the model has no domains")
+    return None
 
 
 def _output_image(out: Any) -> torch.Tensor:
@@ -462,7 +515,7 @@ def _upsample_image(pred: torch.Tensor, H: int, W: int, dtype: torch.dtype, stri
             strip = src[..., s:e, :]
         else:
             strip = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        strip = strip[0].clamp_(0.0, 1.0).permute(1, 2, 0)
+        strip = strip[0].clamp(0.0, 1.0).permute(1, 2, 0)  # not in place: may be a view of an inference tensor
         out[s:e] = strip.mul(255.0).round_() if dtype == torch.uint8 else strip
     return out
 
@@ -521,8 +574,15 @@ def harmonize(
             (see :func:`fit_color_grid`).
 
     Returns:
-        The harmonized image as the kind of object given (a path gives a PIL image), at the
-        input size; uint8 inputs give uint8, float inputs float in [0, 1].
+        The harmonized image as the kind of object given (a path gives an 8-bit PIL image), at
+        the input size; uint8 inputs give uint8, float inputs float in [0, 1]. An alpha channel
+        (RGBA PIL image, (H, W, 4) array, RGBA file) is passed through unchanged. For 16-bit
+        files read them with :func:`harmonykit.data.io.read_image` and pass the float array
+        (the command line does this and writes 16-bit PNG / TIFF).
+
+    Raises:
+        ValueError: a composite smaller than :data:`MIN_SIDE`, mismatched sizes, values
+            outside [0, 1]. A model holding random weights gives a :class:`RandomWeightsWarning`.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; expected one of {POLICIES}")
@@ -545,7 +605,11 @@ def harmonize(
         ]
         return torch.stack(outs)
 
-    img, kind = _image_to_hwc(composite, "composite")
+    img, kind, alpha = _image_to_hwc(composite, "composite")
+    if min(img.shape[:2]) < MIN_SIDE:
+        raise ValueError(
+            f"composite is {img.shape[1]}x{img.shape[0]} (WxH); harmonize() needs at least {MIN_SIDE} px per side"
+        )
     msk = _mask_to_hw(mask)
     if tuple(msk.shape) != tuple(img.shape[:2]):
         raise ValueError(
@@ -554,4 +618,4 @@ def harmonize(
             + (f" ({mask})" if isinstance(mask, (str, os.PathLike)) else "")
         )
     res = _harmonize_one(img, msk, net, policy, size, domain, flip, grid, reg)
-    return _hwc_to_kind(res, kind, composite)
+    return _hwc_to_kind(res, kind, composite, alpha)

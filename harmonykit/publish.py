@@ -124,8 +124,8 @@ def generate_model_card(
         f"- input: RGB in [0, 1] at {tuple(cfg.get('input_size', (3, 256, 256)))} (C, H, W), "
         f"ImageNet mean/std applied inside the model; mask: {cfg.get('mask_convention', 'foreground = 1')}",
     ]
-    domains = getattr(model, "domains", None)
-    if domains:
+    domains = tuple(getattr(model, "domains", ()))
+    if len(domains) > 1:
         lines.append(f"- domains: {', '.join(domains)} (use `domain=\"real\"` for photographs)")
     lines += ["", "## Usage", "", "```python", "import harmonykit", "",
               f'model = harmonykit.create_model("hf-hub:{name}")' if repo_id else f'model = harmonykit.create_model("local-dir:/path/to/{name}")',

@@ -48,18 +48,28 @@ def zoo_fixture_dir(model: str) -> Path:
     return d
 
 
+IN_CI = os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
+def _required_dir(path: Path, what: str, var: str) -> Path:
+    """The folder, or a skip with a reason; under ``CI=true`` a missing folder FAILS the test,
+    so the project's proof cannot vanish from a CI run unnoticed."""
+    if not path.is_dir():
+        msg = f"{what} not found at {path} (set {var})"
+        if IN_CI:
+            pytest.fail(f"CI=true and {msg}", pytrace=False)
+        pytest.skip(msg)
+    return path
+
+
 @pytest.fixture(scope="session")
 def parity_dir() -> Path:
-    if not PARITY_DIR.is_dir():
-        pytest.skip(f"parity fixtures not found at {PARITY_DIR} (set HARMONYKIT_PARITY_DIR)")
-    return PARITY_DIR
+    return _required_dir(PARITY_DIR, "parity fixtures", "HARMONYKIT_PARITY_DIR")
 
 
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
-    if not REAL_DATA_DIR.is_dir():
-        pytest.skip(f"real test data not found at {REAL_DATA_DIR} (set HARMONYKIT_REAL_DATA)")
-    return REAL_DATA_DIR
+    return _required_dir(REAL_DATA_DIR, "real test data", "HARMONYKIT_REAL_DATA")
 
 
 @pytest.fixture(scope="session")

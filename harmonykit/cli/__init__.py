@@ -57,12 +57,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError, KeyError, TypeError) as e:  # user errors: one clear line
+    except _user_errors() as e:  # user errors: one clear line
         if args.verbose:
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"harmonykit {args.command}: error: {msg}", file=sys.stderr)
         return 2
+
+
+def _user_errors() -> tuple:
+    """Exceptions shown as one ``harmonykit CMD: error: ...`` line (``-v`` shows the traceback)."""
+    from harmonykit.convert import CheckpointError
+    from harmonykit.factory import WeightsUnavailableError
+
+    return (FileNotFoundError, ValueError, KeyError, TypeError, CheckpointError, WeightsUnavailableError)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", action="append", default=[],
                         help="weights file for a registry-name MODEL (repeat in MODEL order)")
     parser.add_argument("--pretrained", action="store_true", help="load the registered weights of registry-name models")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="allow registry-name models without weights (random initialisation; for smoke tests only)")
     parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="model argument for registry-name models (e.g. ch=8), repeatable")
     parser.add_argument("--size", default="256",
@@ -88,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         is_registry = not spec.startswith(("local-dir:", "hf-hub:", "hf_hub:"))
         ckpt = ckpts.pop(0) if (is_registry and ckpts) else None
         name = spec if ckpt is None else f"{spec}:{Path(ckpt).stem}"
-        models[name] = load_model(spec, checkpoint_path=ckpt, pretrained=args.pretrained, **(model_args if is_registry else {}))
+        models[name] = load_model(spec, checkpoint_path=ckpt, pretrained=args.pretrained, allow_random=args.random_weights,
+                                  **(model_args if is_registry else {}))
     if ckpts:
         raise ValueError(f"{len(ckpts)} --checkpoint value(s) left over: give one per registry-name MODEL")
 

@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="full (default): local colour transfer at full resolution, background untouched; "
                              "resize: the official resize -> predict -> resize back")
     parser.add_argument("--checkpoint", default=None, help="weights file for a registry-name MODEL")
-    parser.add_argument("--pretrained", action="store_true", help="load the registered weights of MODEL")
+    parser.add_argument("--pretrained", action="store_true", help="load the registered weights of MODEL (implied by a MODEL.tag name)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="allow a registry-name MODEL without weights (random initialisation; for smoke tests only)")
     parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="model argument for a registry-name MODEL (e.g. ch=8), repeatable")
     parser.add_argument("--domain", default=None, help="domain of multi-domain models (default real)")
@@ -52,22 +54,32 @@ def comparison_grid(images, height: int = 256):
 
 
 def _one(net, comp_path, mask_path, out_path, args, real_path=None):
+    """Harmonize one file pair and write it, keeping the input's alpha and 16-bit depth where
+    the output format allows."""
     from pathlib import Path
 
-    from harmonykit.inference import harmonize, load_image, load_mask
+    import numpy as np
+    from PIL import Image
 
-    comp, mask = load_image(comp_path), load_mask(mask_path)
-    if comp.size != mask.size:
-        raise ValueError(f"mask size mismatch: {comp_path} is {comp.size[0]}x{comp.size[1]} but {mask_path} is "
-                         f"{mask.size[0]}x{mask.size[1]}")
-    out = harmonize(comp, mask, net, args.policy, domain=args.domain, flip=args.flip, grid=args.color_grid)
+    from harmonykit.data.io import load_mask, read_image, write_image
+    from harmonykit.inference import harmonize
+
+    comp = read_image(comp_path, what="composite")
+    mask = load_mask(mask_path, threshold=None)[0].numpy()
+    h, w = comp.rgb.shape[:2]
+    if mask.shape != (h, w):
+        raise ValueError(f"mask size mismatch: {comp_path} is {w}x{h} but {mask_path} is {mask.shape[1]}x{mask.shape[0]}")
+    out = harmonize(comp.rgb, mask, net, args.policy, domain=args.domain, flip=args.flip, grid=args.color_grid)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out.save(out_path)
+    bits = write_image(out_path, out, alpha=comp.alpha, bits=comp.bits)
     if args.grid:
-        panels = [comp, out] + ([load_image(real_path)] if real_path else []) + [mask]
+        def pil(rgb):
+            return Image.fromarray(np.rint(np.clip(rgb, 0, 1) * 255).astype(np.uint8))
+
+        panels = [pil(comp.rgb), pil(out)] + ([pil(read_image(real_path, what="real").rgb)] if real_path else [])
+        panels.append(Image.fromarray(np.rint(mask * 255).astype(np.uint8), mode="L"))
         comparison_grid(panels, args.grid_height).save(out_path.with_name(out_path.stem + "_grid.png"))
-    return out
+    return w, h, bits
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     if not src.exists():
         raise FileNotFoundError(f"composite not found: {src}")
     kwargs = parse_model_args(args.model_arg)
-    net = load_model(args.model, checkpoint_path=args.checkpoint, pretrained=args.pretrained, **kwargs)
+    net = load_model(args.model, checkpoint_path=args.checkpoint, pretrained=args.pretrained,
+                     allow_random=args.random_weights, **kwargs)
     if src.is_dir():
         if args.mask is not None:
             raise ValueError("MASK is only for a single composite; for a folder, masks are found next to the composites")
@@ -96,6 +109,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.mask is None:
         raise ValueError("MASK is required for a single composite")
-    out = _one(net, src, args.mask, args.output, args, args.real)
-    print(f"wrote {args.output} ({out.size[0]}x{out.size[1]})")
+    w, h, bits = _one(net, src, args.mask, args.output, args, args.real)
+    print(f"wrote {args.output} ({w}x{h}, {bits}-bit)")
     return 0

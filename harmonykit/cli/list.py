@@ -10,13 +10,19 @@ _KINDS = ("models", "pretrained", "backbones", "adapters", "discriminators", "st
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("kind", nargs="?", default="models", choices=_KINDS, help="what to list (default: models)")
+    p.add_argument("kind", nargs="?", default="models", metavar="KIND",
+                   help=f"what to list: {', '.join(_KINDS)} (default: models); a pattern here lists models")
     p.add_argument("filter", nargs="?", default="*", help="fnmatch pattern, e.g. 'charmnet*'")
 
 
 def run(args: argparse.Namespace) -> int:
     import harmonykit
     from harmonykit import registry
+
+    if args.kind not in _KINDS:
+        if args.filter != "*":
+            raise ValueError(f"unknown kind {args.kind!r}; expected one of {', '.join(_KINDS)}")
+        args.kind, args.filter = "models", args.kind  # `harmonykit list 'charmnet*'`
 
     if args.kind == "models":
         names = harmonykit.list_models(args.filter)

@@ -58,6 +58,11 @@ __all__ = [
     "to_uint8_image",
     "save_image",
     "save_mask",
+    "DecodedImage",
+    "read_image",
+    "load_image_u8",
+    "load_mask_u8",
+    "write_image",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -306,6 +311,21 @@ def load_image(path: PathLike, size: Optional[Tuple[int, int]] = None, what: str
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
+def load_image_u8(path: PathLike, what: str = "image") -> np.ndarray:
+    """Decode an image file to ``(H, W, 3)`` uint8 RGB by the module's rules (for 8-bit
+    evaluation pipelines that work on the file's own levels)."""
+    img = _open(path, what, None)
+    if img.mode == "RGB":
+        return np.array(img, dtype=np.uint8)
+    return np.rint(decode_rgb(img) * 255.0).astype(np.uint8)
+
+
+def load_mask_u8(path: PathLike, what: str = "mask") -> np.ndarray:
+    """Decode a mask file to ``(H, W)`` uint8 in 0..255 by the module's rules (0/1 masks are
+    scaled to 0/255; soft values kept)."""
+    return np.rint(load_mask(path, threshold=None, what=what)[0].numpy() * 255.0).astype(np.uint8)
+
+
 def _mask_band(img: Image.Image) -> Optional[Image.Image]:
     """The mask rule done in Pillow for 8-bit images: one ``L`` band (or None if not 8-bit)."""
     mode = img.mode
@@ -399,6 +419,93 @@ def save_mask(x: Union[torch.Tensor, np.ndarray], path: PathLike) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr, mode="L").save(p)
+
+
+# --------------------------------------------------------------------------------------
+# full-fidelity reading and writing (user photos: alpha and 16-bit kept)
+# --------------------------------------------------------------------------------------
+@dataclass
+class DecodedImage:
+    """A photo as read for harmonization: ``rgb`` ``(H, W, 3)`` float32 in [0, 1], ``alpha``
+    ``(H, W)`` float32 in [0, 1] or None, ``bits`` per channel of the file (8 or 16)."""
+
+    rgb: np.ndarray
+    alpha: Optional[np.ndarray]
+    bits: int
+    path: Optional[Path] = None
+
+
+_SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
+
+
+def _file_bits(p: Path, img: Image.Image) -> int:
+    """Bits per channel of a PNG / TIFF file (Pillow reduces 16-bit RGB to 8 bits silently)."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        return 16
+    with open(p, "rb") as f:
+        head = f.read(25)
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return int(head[24]) if len(head) == 25 and head[12:16] == b"IHDR" else 8
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        with Image.open(p) as raw:
+            bps = raw.tag_v2.get(258)
+        vals = bps if isinstance(bps, tuple) else (bps,)
+        return 16 if any(v == 16 for v in vals if v) else 8
+    return 8
+
+
+def read_image(path: PathLike, what: str = "image") -> DecodedImage:
+    """Read a photo keeping what :func:`load_image` drops: the alpha channel and 16-bit
+    precision (16-bit RGB PNG / TIFF are read through OpenCV, since Pillow reduces them to 8
+    bits). EXIF orientation is applied as by every loader here."""
+    p = Path(path)
+    img = _open(p, what, None)
+    bits = _file_bits(p, img)
+    if bits == 16 and not (img.mode.startswith("I;16") or img.mode == "I"):
+        import cv2
+
+        arr = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if arr is None or arr.dtype != np.uint16:
+            raise CorruptFileError(f"cannot decode the 16-bit {what}; expected a 16-bit RGB(A) PNG or TIFF", p)
+        if arr.ndim == 2:
+            arr = np.repeat(arr[..., None], 3, axis=2)
+        rgb = arr[..., 2::-1].astype(np.float32) / 65535.0
+        alpha = arr[..., 3].astype(np.float32) / 65535.0 if arr.shape[2] == 4 else None
+        return DecodedImage(np.ascontiguousarray(rgb), alpha, 16, p)
+    alpha = None
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        alpha = np.asarray(img.convert("RGBA"), dtype=np.float32)[..., 3] / 255.0
+    return DecodedImage(decode_rgb(img), alpha, bits, p)
+
+
+def write_image(path: PathLike, rgb: np.ndarray, alpha: Optional[np.ndarray] = None, bits: int = 8, quality: int = 95) -> int:
+    """Write ``rgb`` ``(H, W, 3)`` float in [0, 1] (+ ``alpha``) at ``bits`` per channel where
+    the format allows (16 bits: PNG, TIFF; alpha: PNG, TIFF, WebP). Returns the bits written;
+    a format that cannot hold the alpha or the 16 bits logs a warning naming the file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    suffix = p.suffix.lower()
+    if alpha is not None and suffix in (".jpg", ".jpeg", ".bmp"):
+        _logger.warning("%s: %s cannot store the alpha channel of the input; it is dropped", p, suffix)
+        alpha = None
+    chans = [rgb] if alpha is None else [rgb, alpha[..., None]]
+    arr = np.clip(np.concatenate(chans, axis=2), 0.0, 1.0)
+    if bits == 16 and suffix in _SIXTEEN_BIT_SUFFIXES:
+        import cv2
+
+        a16 = np.rint(arr * 65535.0).astype(np.uint16)
+        bgr = a16[..., [2, 1, 0, 3]] if a16.shape[2] == 4 else a16[..., ::-1]
+        tmp = p.with_name(p.name + ".tmp" + p.suffix)
+        if not cv2.imwrite(str(tmp), np.ascontiguousarray(bgr)):
+            raise OSError(f"{p}: OpenCV could not write a 16-bit {suffix} file")
+        os.replace(tmp, p)
+        return 16
+    if bits == 16:
+        _logger.warning("%s: %s holds 8 bits per channel; the 16-bit input is written as 8-bit", p, suffix)
+    a8 = np.rint(arr * 255.0).astype(np.uint8)
+    kw = {"quality": quality} if suffix in (".jpg", ".jpeg", ".webp") else {}
+    Image.fromarray(a8, mode="RGBA" if a8.shape[2] == 4 else "RGB").save(p, **kw)
+    return 8
 
 
 # --------------------------------------------------------------------------------------

@@ -145,13 +145,13 @@ class EvalResult:
 
 # --------------------------------------------------------------------------------------------
 def _load_triplet(t: Triplet) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from harmonykit.inference import load_image, load_mask
+    from harmonykit.data.io import load_image_u8, load_mask_u8
 
-    comp = np.asarray(load_image(t.composite))
-    mask = np.asarray(load_mask(t.mask))
+    comp = load_image_u8(t.composite, "composite")
+    mask = load_mask_u8(t.mask)
     if t.real is None:
         raise FileNotFoundError(f"no ground truth for {t.composite}")
-    real = np.asarray(load_image(t.real))
+    real = load_image_u8(t.real, "real")
     if mask.max(initial=0) <= 1:
         mask = mask * np.uint8(255)
     if comp.shape != real.shape:

@@ -39,15 +39,9 @@ class Triplet:
 
 def read_list_file(path: Union[str, Path]) -> List[str]:
     """Composite names (basenames) listed one per line; blank lines and ``#`` comments skipped."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"list file not found: {p}")
-    names = []
-    for line in p.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            names.append(Path(line.split()[0]).name)
-    return names
+    from harmonykit.data.io import read_list  # the one list-file reader
+
+    return [Path(ln.text.split()[0]).name for ln in read_list(path) if not ln.text.startswith("#")]
 
 
 def _index(folder: Path) -> Dict[str, Path]:

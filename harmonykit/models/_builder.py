@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Optional
 
 import torch.nn as nn
 
-from harmonykit.models._pretrained import get_arch_cfg
+from harmonykit.models._pretrained import PretrainedCfg, default_tag, get_arch_cfg, get_pretrained_cfg, load_pretrained
 from harmonykit.registry import ADAPTERS, BACKBONES, MODELS
 
 __all__ = ["build_harmonizer", "build_model", "register_model", "finalize_model"]
@@ -68,10 +68,18 @@ def build_harmonizer(
     return net
 
 
-def finalize_model(net: nn.Module, name: str, args: Dict[str, Any]) -> nn.Module:
+def finalize_model(
+    net: nn.Module,
+    name: str,
+    args: Dict[str, Any],
+    pretrained: bool = False,
+    pretrained_cfg: Optional[PretrainedCfg] = None,
+    cache_dir: Optional[str] = None,
+    strict: bool = True,
+) -> nn.Module:
     """Attach ``architecture``, ``model_args`` (``create_model(architecture, **model_args)``
     rebuilds the same graph) and ``pretrained_cfg`` (the architecture's config as a dict,
-    with the size rule of the built network)."""
+    with the size rule of the built network); with ``pretrained`` load the weights."""
     net.architecture = name
     net.model_args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}
     cfg = get_arch_cfg(name).to_dict()
@@ -84,13 +92,26 @@ def finalize_model(net: nn.Module, name: str, args: Dict[str, Any]) -> nn.Module
         side = -(-side // int(cfg["size_divisor"])) * int(cfg["size_divisor"])
         cfg["input_size"] = (3, side, side)
     net.pretrained_cfg = cfg
+    net.has_trained_weights = False
+    if pretrained:
+        wcfg = pretrained_cfg
+        if wcfg is None:
+            tag = default_tag(name)
+            wcfg = get_pretrained_cfg(tag) if tag else get_arch_cfg(name)
+        load_pretrained(net, wcfg, cache_dir=cache_dir, strict=strict)
+        net.pretrained_cfg = dict(cfg, **wcfg.to_dict())
     return net
 
 
-def build_model(name: str, defaults: Dict[str, Any], kwargs: Dict[str, Any]) -> nn.Module:
+def build_model(name: str, defaults: Dict[str, Any], kwargs: Dict[str, Any], pretrained: bool = False) -> nn.Module:
     """Merge ``defaults`` with user ``kwargs`` (user wins; ``None`` keeps the default), build
-    with :func:`build_harmonizer`, and :func:`finalize_model`."""
+    with :func:`build_harmonizer`, :func:`finalize_model`, and with ``pretrained`` load the
+    weights of ``kwargs["pretrained_cfg"]`` (default: the architecture's first weight tag)."""
+    kwargs = dict(kwargs)
+    cfg = kwargs.pop("pretrained_cfg", None)
+    cache_dir = kwargs.pop("cache_dir", None)
+    strict = kwargs.pop("pretrained_strict", True)
     args = dict(defaults)
     args.update({k: v for k, v in kwargs.items() if v is not None})
     net = build_harmonizer(_model_name=f"model {name!r}", **args)
-    return finalize_model(net, name, args)
+    return finalize_model(net, name, args, pretrained=pretrained, pretrained_cfg=cfg, cache_dir=cache_dir, strict=strict)

@@ -15,8 +15,11 @@ A name without a tag is the architecture's own config (input conventions, paper)
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field, fields
+import os
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import torch.nn as nn
 
 from harmonykit.normalization import IMAGENET_MEAN, IMAGENET_STD
 
@@ -28,6 +31,8 @@ __all__ = [
     "get_arch_cfg",
     "pretrained_tags",
     "default_tag",
+    "load_pretrained",
+    "WeightsUnavailableError",
 ]
 
 WEIGHT_SOURCES = ("state_dict", "package_file", "file", "hf_hub_id", "url")
@@ -153,5 +158,58 @@ def get_pretrained_cfg(name: str) -> PretrainedCfg:
     return copy.deepcopy(_TAGS[name])
 
 
-def cfg_as_dict(cfg: PretrainedCfg) -> Dict[str, Any]:
-    return asdict(cfg)
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be obtained (no network, no local file)."""
+
+
+def load_pretrained(model: nn.Module, cfg: PretrainedCfg, cache_dir=None, strict: bool = True) -> None:
+    """Load the weights ``cfg`` points to into ``model`` (strict); sets ``has_trained_weights``."""
+    from harmonykit.convert import load_checkpoint, load_weights
+
+    name = cfg.architecture + (f".{cfg.tag}" if cfg.tag else "")
+    if cfg.state_dict is not None:
+        load_weights(model, cfg.state_dict, strict=strict, source="pretrained_cfg state_dict")
+    elif cfg.package_file:
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), cfg.package_file)
+        if not os.path.isfile(path):
+            raise WeightsUnavailableError(f"{name}: the packaged weights file {path} is missing; reinstall harmonykit")
+        load_checkpoint(model, path, strict=strict)
+    elif cfg.file:
+        load_checkpoint(model, cfg.file, strict=strict)
+    elif cfg.hf_hub_id:
+        from harmonykit.hub import download_weights
+
+        load_checkpoint(model, download_weights(cfg.hf_hub_id, revision=cfg.revision, cache_dir=cache_dir, filename=cfg.hf_hub_filename), strict=strict)
+    elif cfg.url:
+        import torch.hub
+
+        fname = os.path.basename(cfg.url)
+        dst = os.path.join(torch.hub.get_dir(), "checkpoints", "harmonykit", fname)
+        if not os.path.isfile(dst):
+            if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+                raise WeightsUnavailableError(_offline_message(name, cfg.url, dst, "HF_HUB_OFFLINE is set"))
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            tmp = dst + ".part"
+            try:
+                torch.hub.download_url_to_file(cfg.url, tmp, progress=True)
+            except Exception as e:  # noqa: BLE001 - urllib raises many kinds; one clear line instead
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                reason = getattr(e, "reason", None) or e
+                raise WeightsUnavailableError(_offline_message(name, cfg.url, dst, str(reason))) from None
+            os.replace(tmp, dst)
+        load_checkpoint(model, dst, strict=strict)
+    else:
+        raise RuntimeError(
+            f"no pretrained weights are registered for {name!r}; pass checkpoint_path=..., "
+            f"pretrained_cfg_overlay={{'file': ...}}, or an hf-hub:/local-dir: name"
+        )
+    model.has_trained_weights = True
+
+
+def _offline_message(name: str, url: str, dst: str, reason: str) -> str:
+    return (
+        f"cannot download the weights of {name!r} from {url} ({reason}); download that file by hand and "
+        f"load it with create_model({name.partition('.')[0]!r}, checkpoint_path='FILE') "
+        f"(CLI: --checkpoint FILE), or put it at {dst}"
+    )

@@ -61,7 +61,7 @@ def make_charmnet_entrypoints(
         register_pretrained_cfgs({name: cfg})
 
         def entry(pretrained: bool = False, _name: str = name, _defaults: Dict[str, Any] = defaults, **kwargs: Any) -> nn.Module:
-            return build_model(_name, _defaults, kwargs)
+            return build_model(_name, _defaults, kwargs, pretrained=pretrained)
 
         entry.__name__ = entry.__qualname__ = name
         entry.__doc__ = doc.format(b=backbone_name, k=defaults["split_depth"])

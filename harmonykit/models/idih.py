@@ -314,16 +314,16 @@ register_pretrained_cfgs(default_cfgs)
 @register_model
 def idih256(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """iDIH-256 (Samsung ``improved_dih256``): 8,301,284 parameters."""
-    return build_model("idih256", _IDIH, kwargs)
+    return build_model("idih256", _IDIH, kwargs, pretrained=pretrained)
 
 
 @register_model
 def dih256(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """DIH-256: BatchNorm in every encoder stage, no blending layer."""
-    return build_model("dih256", dict(_IDIH, batchnorm_from=0, image_fusion=False), kwargs)
+    return build_model("dih256", dict(_IDIH, batchnorm_from=0, image_fusion=False), kwargs, pretrained=pretrained)
 
 
 @register_model
 def idih512(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """iDIH-512 (Samsung ``improved_dih512``): depth 8, inputs multiples of 256, >= 512."""
-    return build_model("idih512", dict(_IDIH, depth=8), kwargs)
+    return build_model("idih512", dict(_IDIH, depth=8), kwargs, pretrained=pretrained)

@@ -12,7 +12,7 @@ from PIL import Image
 import harmonykit
 from harmonykit.cli import main
 
-TINY = ["--model-arg", "ch=8", "--model-arg", "max_channels=64"]
+TINY = ["--model-arg", "ch=8", "--model-arg", "max_channels=64", "--random-weights"]
 
 
 def test_eval_cli_json_csv_and_models(real_data_dir, tmp_path, capsys):

@@ -12,7 +12,14 @@ import torch
 from PIL import Image
 
 from harmonykit.eval import compute_metrics, find_pairs, mean_metrics
-from harmonykit.inference import _downsample, apply_color_grid, fit_color_grid, harmonize, load_image, load_mask
+from harmonykit.data.io import load_image_u8, load_mask_u8
+from harmonykit.inference import _downsample, apply_color_grid, fit_color_grid, harmonize
+
+
+def _pil(a):
+    from PIL import Image
+
+    return Image.fromarray(a)
 
 
 def _pair(h=300, w=420, seed=0):
@@ -146,7 +153,7 @@ def test_every_real_pair_at_its_size_background_exact_bounded_memory(tiny, real_
 
     growth = []
     for t in pairs:
-        comp, mask = load_image(t.composite), load_mask(t.mask)
+        comp, mask = _pil(load_image_u8(t.composite)), _pil(load_mask_u8(t.mask))
         big = comp.size[0] * comp.size[1] > 10_000_000
         if big:
             base = _rss_mb()
@@ -172,7 +179,7 @@ def test_every_real_pair_at_its_size_background_exact_bounded_memory(tiny, real_
 def test_resize_policy_sizes_on_real_pairs(tiny, real_data_dir):
     pairs = [t for t in find_pairs(real_data_dir) if not t.name.startswith("composites/le_")]
     for t in pairs[:: max(1, len(pairs) // 12)]:
-        comp, mask = load_image(t.composite), load_mask(t.mask)
+        comp, mask = _pil(load_image_u8(t.composite)), _pil(load_mask_u8(t.mask))
         out = harmonize(comp, mask, tiny, "resize")
         assert out.size == comp.size and out.mode == "RGB", t.name
 
@@ -184,7 +191,7 @@ def test_full_policy_beats_resize_with_an_oracle_on_real_triplets(real_data_dir)
     assert len(trips) >= 7
     res = {"resize": [], "full": []}
     for t in trips:
-        comp, mask, real = load_image(t.composite), load_mask(t.mask), load_image(t.real)
+        comp, mask, real = _pil(load_image_u8(t.composite)), _pil(load_mask_u8(t.mask)), _pil(load_image_u8(t.real))
         gt_lr = _downsample(torch.from_numpy(np.array(real)), (256, 256))
         for policy in res:
             out = harmonize(comp, mask, lambda c, m, g=gt_lr: g, policy, size=(256, 256))
@@ -197,16 +204,18 @@ def test_paths_follow_the_data_decoding_rules(tmp_path):
     """Inference reads files like the datasets do: EXIF orientation applied, 16-bit masks scaled."""
     from PIL import Image
 
-    from harmonykit.inference import load_image, load_mask
-
     im = Image.new("RGB", (40, 20), (200, 10, 10))
     exif = im.getexif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
     im.save(tmp_path / "rot.jpg", exif=exif.tobytes())
-    assert load_image(tmp_path / "rot.jpg").size == (20, 40)
+    assert load_image_u8(tmp_path / "rot.jpg").shape == (40, 20, 3)
     m16 = Image.fromarray((np.arange(20 * 40).reshape(20, 40) % 2 * 65535).astype(np.uint16))
     m16.save(tmp_path / "m16.png")
-    m = np.asarray(load_mask(tmp_path / "m16.png"))
+    m = load_mask_u8(tmp_path / "m16.png")
     assert m.dtype == np.uint8 and set(np.unique(m)) == {0, 255}
     with pytest.raises(FileNotFoundError, match="absent.png"):
-        load_mask(tmp_path / "absent.png")
+        load_mask_u8(tmp_path / "absent.png")
+    # harmonize() reads paths by the same rules (rotated size comes back)
+    Image.fromarray(np.full((40, 20), 255, np.uint8)).save(tmp_path / "m.png")
+    out = harmonize(tmp_path / "rot.jpg", tmp_path / "m.png", lambda c, m: c, "resize", size=(32, 32))
+    assert out.size == (20, 40)
