@@ -112,6 +112,8 @@ def _is_tensor_mapping(obj: Mapping) -> bool:
 def detect_layout(keys: Iterable[str]) -> str:
     """Name the layout of a key set (see the module docstring); ``"unknown"`` otherwise."""
     keys = list(keys)
+    if any(k.startswith(("reflectanceRec.", "illuminationRec.", "lightingRes.")) for k in keys):
+        return "official_intrinsic_harmony"  # zhenglab/IntrinsicHarmony v1.0 (models/intrinsic_harmony.py)
     if any(k.startswith(("render_enc.", "real_enc.", "real_dec.", "render_dec.")) for k in keys):
         return "official_charmnet"
     if any(k.startswith(("encoder.block0.", "encoder.blocks_connected.", "decoder.deconv_blocks.")) for k in keys):
@@ -277,6 +279,8 @@ def convert_state_dict(
 def _to_model_layout(model: nn.Module, sd: Mapping[str, torch.Tensor], domain: Optional[str]) -> Tuple[StateDict, List[str]]:
     """Rename ``sd`` to ``model``'s names. Returns (renamed dict, model keys allowed to stay
     missing: the other domains' branches when a single UNet initialises one branch)."""
+    if callable(getattr(model, "checkpoint_filter_fn", None)):  # a model that maps official layouts itself (timm style)
+        sd = model.checkpoint_filter_fn(sd)
     layout = detect_layout(sd.keys())
     model_keys = list(model.state_dict().keys())
     model_layout = detect_layout(model_keys)
@@ -346,6 +350,10 @@ def infer_model_args(sd: Mapping[str, torch.Tensor]) -> Tuple[str, Dict[str, Any
     """Guess ``(architecture, model_args)`` for a generator state dict of any known layout,
     from its tensor shapes: depth, ch, max_channels, batchnorm_from, blending, split depth."""
     layout = detect_layout(sd.keys())
+    if layout == "official_intrinsic_harmony":
+        from harmonykit.models.intrinsic_harmony import infer_official_args
+
+        return "intrinsic_harmony", infer_official_args(sd)
     if layout == "official_idih":
         sd, layout = official_idih_to_unet(sd), "unet"
     elif layout == "official_charmnet":
