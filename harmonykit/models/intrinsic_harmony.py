@@ -40,6 +40,7 @@ from harmonykit.models._builder import finalize_model, register_model
 from harmonykit.models._pretrained import PretrainedCfg, register_pretrained_cfgs
 from harmonykit.models.base import Harmonizer
 from harmonykit.models.outputs import HarmonizationOutput
+from harmonykit.losses import intrinsic as _intrinsic_losses  # noqa: F401  (registers the training losses)
 
 __all__ = [
     "IntrinsicHarmony",
