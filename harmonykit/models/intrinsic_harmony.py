@@ -230,10 +230,11 @@ class HarmonyReconstruction(nn.Module):
     ``x`` ``(B, C, 2h, 2w)``, ``score`` ``(B, h*w, h, w)`` -> ``(B, C, 2h, 2w)``.
     """
 
-    def __init__(self, channels: int, rate: int = 2) -> None:
+    rate = 2  # patch stride (the official ``rate``); patches are 2*rate wide
+    kernel = 4
+
+    def __init__(self, channels: int) -> None:
         super().__init__()
-        self.rate = rate
-        self.kernel = 2 * rate
         self.conv = ConvNormAct(2 * channels, channels, 3, 1, 1, "none", "relu")
 
     def forward(self, x: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
@@ -442,6 +443,9 @@ def _module_pairs(model: IntrinsicHarmony) -> List[Tuple[str, str]]:
     return pairs
 
 
+_LN_NAMES = {"weight": "gamma", "bias": "beta"}
+
+
 def official_key_map(model: IntrinsicHarmony) -> Dict[str, str]:
     """Official key -> our key for every parameter of ``model``, in the official key order."""
     out: Dict[str, str] = {}
@@ -449,11 +453,10 @@ def official_key_map(model: IntrinsicHarmony) -> Dict[str, str]:
         module = model.get_submodule(ours)
         leaves = sorted(module.named_parameters(), key=lambda kv: not kv[0].startswith("norm."))  # norm first, as Conv2dBlock
         for leaf, _ in leaves:
-            owner = module.get_submodule(leaf.rpartition(".")[0]) if "." in leaf else module
-            off_leaf = leaf
-            if isinstance(owner, LayerNorm2d):
-                off_leaf = leaf[: -len(leaf.rpartition(".")[2])] + {"weight": "gamma", "bias": "beta"}[leaf.rpartition(".")[2]]
-            out[f"{off}.{off_leaf}"] = f"{ours}.{leaf}"
+            parent, _, name = leaf.rpartition(".")
+            if isinstance(module.get_submodule(parent), LayerNorm2d):  # the official LayerNorm: gamma / beta
+                name = _LN_NAMES[name]
+            out[f"{off}.{parent + '.' if parent else ''}{name}"] = f"{ours}.{leaf}"
     if len(out) != sum(1 for _ in model.parameters()):
         raise AssertionError("intrinsic_harmony: the official key map does not cover every parameter")
     return out

@@ -172,3 +172,15 @@ def test_harmonize_any_size(meta, official_sd, policy):
     assert out.shape == comp.shape and torch.isfinite(out).all()
     if policy == "full":  # background untouched
         torch.testing.assert_close(out * (1 - mask), comp * (1 - mask), atol=1e-5, rtol=0)
+
+
+def test_other_n_downsample_builds_and_runs():
+    """n_downsample is an official option; the content width follows it (ngf * 2**n_downsample)."""
+    model = harmonykit.create_model("intrinsic_harmony", ngf=4, n_downsample=3, r_enc_n_res=1, illumination_n_res=1,
+                                    ifm_n_res=1, inharmonyfree_embed_layers=1).eval()
+    assert model.size_divisor == 16 and model.content_channels == 32
+    s = model.min_size
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, s, s + 16), (torch.rand(2, 1, s, s + 16) > 0.5).float())
+    assert out.image.shape == (2, 3, s, s + 16) and out.extras["ifm_mean"].shape == (2, 1, s // 16, (s + 16) // 16)
+    assert torch.isfinite(out.image).all()
