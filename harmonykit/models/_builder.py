@@ -17,7 +17,20 @@ import torch.nn as nn
 from harmonykit.models._pretrained import PretrainedCfg, default_tag, get_arch_cfg, get_pretrained_cfg, load_pretrained
 from harmonykit.registry import ADAPTERS, BACKBONES, MODELS
 
-__all__ = ["build_harmonizer", "build_model", "register_model", "finalize_model"]
+__all__ = ["build_harmonizer", "build_model", "register_model", "finalize_model", "pop_pretrained_opts"]
+
+_PRETRAINED_OPTS = ("pretrained_cfg", "cache_dir", "pretrained_strict")
+
+
+def pop_pretrained_opts(kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """Remove the weight-loading options ``create_model`` passes to an entrypoint
+    (``pretrained_cfg``, ``cache_dir``, ``pretrained_strict``) from ``kwargs`` and return them
+    in :func:`finalize_model`'s names."""
+    return {
+        "pretrained_cfg": kwargs.pop("pretrained_cfg", None),
+        "cache_dir": kwargs.pop("cache_dir", None),
+        "strict": kwargs.pop("pretrained_strict", True),
+    }
 
 
 def register_model(fn: Optional[Callable[..., nn.Module]] = None, *, name: Optional[str] = None) -> Any:
@@ -108,10 +121,8 @@ def build_model(name: str, defaults: Dict[str, Any], kwargs: Dict[str, Any], pre
     with :func:`build_harmonizer`, :func:`finalize_model`, and with ``pretrained`` load the
     weights of ``kwargs["pretrained_cfg"]`` (default: the architecture's first weight tag)."""
     kwargs = dict(kwargs)
-    cfg = kwargs.pop("pretrained_cfg", None)
-    cache_dir = kwargs.pop("cache_dir", None)
-    strict = kwargs.pop("pretrained_strict", True)
+    opts = pop_pretrained_opts(kwargs)
     args = dict(defaults)
     args.update({k: v for k, v in kwargs.items() if v is not None})
     net = build_harmonizer(_model_name=f"model {name!r}", **args)
-    return finalize_model(net, name, args, pretrained=pretrained, pretrained_cfg=cfg, cache_dir=cache_dir, strict=strict)
+    return finalize_model(net, name, args, pretrained=pretrained, **opts)
