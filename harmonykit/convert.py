@@ -344,9 +344,16 @@ def load_checkpoint(model: nn.Module, path: PathLike, strict: bool = True, domai
 # --------------------------------------------------------------------------------------
 # architecture inference (official files carry no config)
 # --------------------------------------------------------------------------------------
+OFFICIAL_ARCH_INFERENCE: List[Any] = []
+"""``fn(state_dict) -> (architecture, model_args) or None``, appended by model files for their official layouts."""
+
+
 def infer_model_args(sd: Mapping[str, torch.Tensor]) -> Tuple[str, Dict[str, Any]]:
     """Guess ``(architecture, model_args)`` for a generator state dict of any known layout,
     from its tensor shapes: depth, ch, max_channels, batchnorm_from, blending, split depth."""
+    for infer in OFFICIAL_ARCH_INFERENCE:  # model-zoo layouts, registered by their model files
+        if (found := infer(sd)) is not None:
+            return found
     layout = detect_layout(sd.keys())
     if layout == "official_idih":
         sd, layout = official_idih_to_unet(sd), "unet"

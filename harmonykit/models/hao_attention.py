@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from harmonykit.convert import OFFICIAL_ARCH_INFERENCE
 from harmonykit.models._builder import finalize_model, register_model
 from harmonykit.models._pretrained import PretrainedCfg, register_pretrained_cfgs
 from harmonykit.models.base import Harmonizer
@@ -36,6 +37,7 @@ __all__ = [
     "official_hao_to_ours",
     "ours_to_official_hao",
     "is_official_hao",
+    "infer_hao_args",
 ]
 
 INPUT_MEAN = 0.4462414
@@ -257,6 +259,19 @@ def ours_to_official_hao(sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tens
     if unknown:
         raise KeyError(f"unexpected key(s) {unknown[:5]} in a harmonykit hao_attention state dict")
     return {off: sd[ours] for ours, off in _TO_OFFICIAL.items() if ours in sd}
+
+
+def infer_hao_args(sd: Mapping[str, torch.Tensor]) -> Optional[Tuple[str, Dict[str, Any]]]:
+    """``("hao_attention", {"width_divisor": d})`` from the shapes of an official (or our)
+    state dict of this network; ``None`` for any other layout."""
+    if is_official_hao(sd):
+        sd = official_hao_to_ours(sd)
+    elif "fb_fmm.gamma" not in sd or "encoder.0.conv.weight" not in sd:
+        return None
+    return "hao_attention", {"width_divisor": 64 // int(sd["encoder.0.conv.weight"].shape[0])}
+
+
+OFFICIAL_ARCH_INFERENCE.append(infer_hao_args)  # `harmonykit convert` of official files
 
 
 # -- registered entrypoint -------------------------------------------------------------------

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from harmonykit.convert import OFFICIAL_ARCH_INFERENCE
 from harmonykit.models._builder import build_model, register_model
 from harmonykit.models._pretrained import PretrainedCfg, register_pretrained_cfgs
 from harmonykit.models.base import FeatureInfo, StageBackbone, StageOutput
@@ -45,6 +46,7 @@ __all__ = [
     "official_rainnet_to_ours",
     "ours_to_official_rainnet",
     "is_official_rainnet",
+    "infer_rainnet_args",
 ]
 
 DEPTH = 8
@@ -322,6 +324,23 @@ def ours_to_official_rainnet(sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.
     if unknown:
         raise KeyError(f"unexpected key(s) {unknown[:5]} in a harmonykit rainnet state dict")
     return {off: sd[ours] for ours, off in _TO_OFFICIAL.items() if ours in sd}
+
+
+def infer_rainnet_args(sd: Mapping[str, torch.Tensor]) -> Optional[Tuple[str, Dict[str, Any]]]:
+    """``("rainnet", model_args)`` from the shapes of an official (or our single-network)
+    RainNet state dict; ``None`` for any other layout. Dropout leaves no weights: the official
+    setting (on) is kept."""
+    if is_official_rainnet(sd):
+        sd = official_rainnet_to_ours(sd)
+    elif not ("encoder.0.conv.weight" in sd and any(k.endswith(".norm.foreground_gamma") for k in sd)):
+        return None
+    first, last = sd["encoder.0.conv.weight"], sd["decoder.7.deconv.weight"]
+    args = dict(ngf=int(first.shape[0]), input_nc=int(first.shape[1]), output_nc=int(last.shape[1]))
+    args["use_attention"] = "decoder.4.attention.weight" in sd
+    return "rainnet", args
+
+
+OFFICIAL_ARCH_INFERENCE.append(infer_rainnet_args)  # `harmonykit convert` of official files
 
 
 # -- registered entrypoints ------------------------------------------------------------------

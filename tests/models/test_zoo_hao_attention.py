@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import harmonykit
+from harmonykit.cli import main
 from harmonykit.models.hao_attention import official_hao_to_ours, ours_to_official_hao
 
 ROOT = pathlib.Path(os.environ.get("HARMONYKIT_ZOO_FIXTURES") or pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "zoo")
@@ -149,3 +150,16 @@ def test_input_size_rule():
     model = harmonykit.create_model("hao_attention", width_divisor=16)
     with pytest.raises(ValueError, match="multiples of 8"):
         model(torch.rand(1, 3, 64, 60), torch.ones(1, 1, 64, 60))
+
+
+def test_harmonykit_convert_of_an_official_file_round_trips(fixture_set, tmp_path):
+    """`harmonykit convert network.pth OUT` infers width_divisor from the official shapes;
+    `local-dir:OUT` then gives the official output."""
+    meta, tensors = fixture_set
+    torch.save({"epoch": 3, "state_dict": _official_sd(meta, tensors)}, tmp_path / "network.pth")
+    assert main(["convert", str(tmp_path / "network.pth"), str(tmp_path / "out")]) == 0
+    model = harmonykit.create_model(f"local-dir:{tmp_path / 'out'}")
+    assert model.architecture == "hao_attention" and model.model_args == meta["model_args"]
+    case = meta["cases"][0]
+    out = _run(model, tensors, case, "eval")
+    torch.testing.assert_close(out.image, tensors[f"{case['name']}.eval.output"], **TOL)

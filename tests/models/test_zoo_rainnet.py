@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import harmonykit
+from harmonykit.cli import main
 from harmonykit.convert import load_checkpoint
 from harmonykit.models.rainnet import official_rainnet_to_ours, ours_to_official_rainnet
 
@@ -166,3 +167,15 @@ def test_input_size_rule():
     model = harmonykit.create_model("rainnet", ngf=2)
     with pytest.raises(ValueError, match="multiples of 256"):
         model(torch.rand(1, 3, 256, 320), torch.ones(1, 1, 256, 320))
+
+
+def test_harmonykit_convert_of_an_official_file_round_trips(loaded, tmp_path):
+    """`harmonykit convert official.pth OUT` infers the architecture and its arguments from the
+    official shapes; `local-dir:OUT` then gives the official output."""
+    meta, tensors, _ = loaded
+    torch.save(_official_sd(meta, tensors), tmp_path / "net_G_last.pth")
+    assert main(["convert", str(tmp_path / "net_G_last.pth"), str(tmp_path / "out")]) == 0
+    model = harmonykit.create_model(f"local-dir:{tmp_path / 'out'}")
+    assert model.architecture == "rainnet"
+    assert {k: model.model_args[k] for k in meta["model_args"]} == meta["model_args"]
+    _check_case(model, meta, tensors, meta["cases"][0], "eval")
