@@ -23,7 +23,7 @@ The mask always reaches RAIN. H and W must be multiples of 256 (at least 256).
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -239,7 +239,7 @@ class RainNetBackbone(StageBackbone):
         concatenation with ``features_in``, so both have the same shape).
         """
         mask = mask.to(composite.dtype)
-        x = composite * 2 - 1
+        x = (composite - 0.5) / 0.5  # the official Normalize((0.5,) * 3, (0.5,) * 3)
         if config["input_nc"] == 4:
             x = torch.cat([x, mask], dim=1)
         feats: List[torch.Tensor] = []
