@@ -11,7 +11,7 @@ clamped to [0, 1] by the network itself.
 
 Input conventions of the official code (handled here): composite ``(B, 3, H, W)`` in [0, 1]
 (``ToTensor``, no normalisation) minus the constant 0.4462414, concatenated with the mask
-``(B, 1, H, W)`` in {0, 1}. H and W must be multiples of 8.
+``(B, 1, H, W)`` in {0, 1}. H and W must be multiples of 8 (at least 16).
 """
 from __future__ import annotations
 
@@ -149,13 +149,13 @@ class HaoAttentionNet(Harmonizer):
             1 is the official network. Must divide 16.
 
     Forward: ``model(composite, mask)`` with composite ``(B, 3, H, W)`` in [0, 1] and mask
-    ``(B, 1, H, W)`` in [0, 1] (foreground = 1); H, W multiples of 8. ``.image`` and
+    ``(B, 1, H, W)`` in [0, 1] (foreground = 1); H, W multiples of 8, at least 16. ``.image`` and
     ``.image_normalized`` are the official output (its own [0, 1] space, clamped by the
     network); ``.extras["residual"]`` is ``tanh(conv(x))``, the unclamped correction.
     """
 
     size_divisor = 8
-    min_size = 8
+    min_size = 16  # at 8 px the 1x1 bottleneck has no std (NaN in the official code too)
 
     def __init__(self, width_divisor: int = 1) -> None:
         super().__init__()
@@ -282,7 +282,7 @@ default_cfgs = {
         paper_name="Image Harmonization with Attention-based Deep Feature Modulation",
         input_size=(3, 256, 256),
         size_divisor=8,
-        min_size=8,
+        min_size=16,
         mean=(INPUT_MEAN,) * 3,
         std=(1.0,) * 3,
         origin_url="https://github.com/Dominoer/bmvc2020_image_harmonization",
