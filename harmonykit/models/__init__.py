@@ -11,6 +11,8 @@ from harmonykit.models.discriminators import FCDiscriminator
 from harmonykit.models.style_heads import StyleClassifier
 from harmonykit.models import charmnet  # noqa: F401  (registers the CharmNet entrypoints)
 from harmonykit.models import intrinsic_harmony  # noqa: F401  (registers intrinsic_harmony)
+from harmonykit.models import rainnet  # noqa: F401  (RainNet, charmnet_rainnet*)
+from harmonykit.models import hao_attention  # noqa: F401  (Hao et al. BMVC 2020)
 
 __all__ = [
     "Harmonizer",

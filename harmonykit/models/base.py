@@ -111,6 +111,8 @@ class Harmonizer(nn.Module):
     default_domain: str = DEFAULT_DOMAIN
     size_divisor: int = 1
     min_size: int = 1
+    output_mean: Optional[Tuple[float, ...]] = None  # None: pretrained_cfg["mean"] (see normalize_target)
+    output_std: Optional[Tuple[float, ...]] = None
 
     def resolve_domain(self, domain: Optional[str]) -> str:
         """The branch to run: ``default_domain`` for ``None``; an unknown name raises."""
@@ -146,6 +148,19 @@ class Harmonizer(nn.Module):
         # the range check reads values back (a device sync): skipped in CUDA training steps
         check_inputs(composite, mask, min_size=1, check_range=not (self.training and composite.is_cuda))
         self.check_input_size(*composite.shape[-2:])
+
+    def normalize_target(self, image: torch.Tensor) -> torch.Tensor:
+        """Map a ``(B, 3, H, W)`` image in [0, 1] to the space of ``.image_normalized`` (the
+        official network's output space, where its losses compare), ``(x - mean) / std`` with
+        the class's ``output_mean`` / ``output_std`` or else the ``mean`` / ``std`` of
+        ``pretrained_cfg``: ImageNet for the iDIH family, 0.5 / 0.5 for the pix2pix family
+        ([-1, 1]), 0 / 1 for networks that output [0, 1]."""
+        cfg = getattr(self, "pretrained_cfg", None) or {}
+        m = self.output_mean if self.output_mean is not None else cfg.get("mean", (0.0, 0.0, 0.0))
+        sd = self.output_std if self.output_std is not None else cfg.get("std", (1.0, 1.0, 1.0))
+        mean = torch.as_tensor(m, dtype=image.dtype, device=image.device)
+        std = torch.as_tensor(sd, dtype=image.dtype, device=image.device)
+        return (image - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
     def forward(self, composite: torch.Tensor, mask: torch.Tensor, domain: Optional[str] = None) -> HarmonizationOutput:
         raise NotImplementedError

@@ -172,3 +172,14 @@ def test_global_pooling_equals_official_at_256():
     b.load_state_dict(a.state_dict())
     f = torch.randn(3, 16, 16, 16)
     torch.testing.assert_close(a(f), b(f))
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_normalize_target_maps_into_the_output_space(name):
+    """The losses compare .image_normalized with normalize_target(real): an output equal to the
+    input composite (a perfect prediction of it) must give the same numbers in both spaces."""
+    model = tiny(name).eval()
+    comp, mask = _inputs(model, b=1)
+    with torch.no_grad():
+        out = model(comp, mask)
+    torch.testing.assert_close(model.normalize_target(out.image), out.image_normalized, atol=1e-4, rtol=1e-4)
