@@ -123,9 +123,9 @@ def _mask_to_hw(x: Any, name: str = "mask") -> torch.Tensor:
     from PIL import Image
 
     if isinstance(x, (str, os.PathLike)):
-        from harmonykit.data.io import load_mask
+        from harmonykit.data.io import load_mask_u8
 
-        return load_mask(x, threshold=None, what=name)[0]
+        return torch.from_numpy(load_mask_u8(x, what=name))
     if isinstance(x, Image.Image):
         if x.mode not in ("L", "1"):
             x = x.convert("L")
