@@ -4,7 +4,8 @@
 ``test.py`` and Samsung ``scripts/evaluate_model.py`` gave on real triplets with the tiny
 parity weights (see the folder's README). The images are found from each json's ``dataset``
 under ``HARMONYKIT_REAL_DATA`` and the weights under ``HARMONYKIT_PARITY_DIR``; another data set
-of the same layout, with its own json, may be substituted (``HARMONYKIT_OFFICIAL_EVAL``).
+of the same layout, with its own json, may be substituted (``HARMONYKIT_OFFICIAL_EVAL`` names
+another fixture folder).
 
 ``prep_official.safetensors`` pins the input preparation itself (decode, image resize, mask
 reading rule, model mask) on synthetic soft-mask triplets run through both official loaders.
@@ -36,15 +37,6 @@ RTOL = 1e-6
 CASES = sorted(ROOT.glob("*.json"))
 
 
-def _env_dir(var: str) -> pathlib.Path:
-    v = os.environ.get(var)
-    if not v:
-        pytest.skip(f"{var} is not set")
-    p = pathlib.Path(v)
-    assert p.is_dir(), f"{var}={v} is not a folder"
-    return p
-
-
 def _case(path: pathlib.Path) -> dict:
     d = json.loads(path.read_text())
     for k in ("protocol", "dataset", "size", "weights", "images"):
@@ -56,9 +48,9 @@ def _case(path: pathlib.Path) -> dict:
 _MODELS: Dict[str, torch.nn.Module] = {}
 
 
-def _model(file: str) -> torch.nn.Module:
+def _model(parity_dir: pathlib.Path, file: str) -> torch.nn.Module:
     if file not in _MODELS:
-        sd = read_state_dict(_env_dir("HARMONYKIT_PARITY_DIR") / file)
+        sd = read_state_dict(parity_dir / file)
         arch, args = infer_model_args(sd)
         m = harmonykit.create_model(arch, **args)
         load_weights(m, sd)
@@ -66,8 +58,8 @@ def _model(file: str) -> torch.nn.Module:
     return _MODELS[file]
 
 
-def _triplets(case: dict):
-    root = _env_dir("HARMONYKIT_REAL_DATA") / case["dataset"]
+def _triplets(real_data_dir: pathlib.Path, case: dict):
+    root = real_data_dir / case["dataset"]
     assert root.is_dir(), f"data set {case['dataset']!r} of the fixture not found under HARMONYKIT_REAL_DATA: {root}"
     by_name = {(t.subset, t.name): t for t in find_triplets(root, split=None)}
     missing = [(i["subset"], i["name"]) for i in case["images"] if (i["subset"], i["name"]) not in by_name]
@@ -75,10 +67,10 @@ def _triplets(case: dict):
     return [by_name[(i["subset"], i["name"])] for i in case["images"]]
 
 
-def _rel_errors(case: dict) -> List[float]:
-    torch.manual_seed(0)
+def _rel_errors(dirs, case: dict) -> List[float]:
+    parity_dir, real_data_dir = dirs
     res = evaluate(
-        _model(case["weights"]["file"]), _triplets(case), case["protocol"], size=tuple(case["size"]),
+        _model(parity_dir, case["weights"]["file"]), _triplets(real_data_dir, case), case["protocol"], size=tuple(case["size"]),
         ssim=False, progress=False, domain=case["weights"].get("domain"),
     )
     ours = {(r["subset"], r["name"]): r for r in res.records}
@@ -118,9 +110,9 @@ def test_fixtures_present():
 
 
 @pytest.mark.parametrize("path", CASES, ids=[c.stem for c in CASES])
-def test_matches_official_per_image(path):
+def test_matches_official_per_image(path, parity_dir, real_data_dir):
     case = _case(path)
-    errs = _rel_errors(case)
+    errs = _rel_errors((parity_dir, real_data_dir), case)
     assert max(errs) <= RTOL, f"{path.name}: max relative difference {max(errs):.3g} > {RTOL}"
 
 
@@ -175,12 +167,12 @@ MUTATIONS = {
 
 
 @pytest.mark.parametrize("mutation", sorted(MUTATIONS))
-def test_changed_preparation_is_detected(mutation, monkeypatch):
+def test_changed_preparation_is_detected(mutation, monkeypatch, parity_dir, real_data_dir):
     """Each altered step moves some official per-image number by more than the tolerance."""
     MUTATIONS[mutation](monkeypatch)
     for path in CASES:
         case = _case(path)
-        errs = _rel_errors(case)
+        errs = _rel_errors((parity_dir, real_data_dir), case)
         assert max(errs) > RTOL, f"{path.name}: changing '{mutation}' went unnoticed (max rel diff {max(errs):.3g})"
 
 
