@@ -165,7 +165,7 @@ def test_recipe_is_official(path, recipe):
 
 
 # --- the scheduler itself ------------------------------------------------------------------
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")
+@pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")
 @pytest.mark.parametrize("step_on_epochs", [True, False])
 def test_multistep_changes_lr_at_the_milestone_epochs(step_on_epochs):
     """MultiStepLR([105, 115], 0.1) semantics: epochs 0..104 at the base lr, 105..114 x0.1,
