@@ -159,7 +159,13 @@ class AlignedRandomResizedCrop(nn.Module):
         max_redraws: re-draw at most this many times per sample (then keep the last crop).
         mask_interpolation: ``"bilinear"`` (official, soft edges) or ``"nearest"``.
         mask_threshold: binarise the resized mask at this value (None: keep it soft).
-        antialias: antialias when downscaling (off in the official cv2 path).
+        antialias: antialias when downscaling (kornia backend; off in the official cv2 path).
+        backend: ``"kornia"`` (ours: torch / kornia on the batch's device, antialiased
+            downscaling) or ``"cv2"`` (the official arithmetic: albumentations'
+            ``RandomResizedCrop`` + ``HorizontalFlip``, cv2 ``INTER_LINEAR`` on the uint8 bytes,
+            no antialias, on the CPU; :mod:`harmonykit.data.cv2_crop`).
+        mask_dtype: cv2 backend: the dtype the mask is resized in, as an image: ``"uint8"``
+            (a 0/1 mask, CharmNet: stays {0, 1}) or ``"float32"`` (Samsung: soft edges).
         seed: seed of the module's generator (None: a non-deterministic seed).
 
     Input: a batch dict with ``composite``, ``real`` ``(B, 3, H, W)`` and ``mask``
@@ -179,9 +185,18 @@ class AlignedRandomResizedCrop(nn.Module):
         mask_interpolation: str = "bilinear",
         mask_threshold: Optional[float] = None,
         antialias: bool = True,
+        backend: str = "kornia",
+        mask_dtype: str = "float32",
         seed: Optional[int] = None,
     ) -> None:
         super().__init__()
+        from harmonykit.data.cv2_crop import MASK_DTYPES
+
+        if backend not in ("kornia", "cv2"):
+            raise ValueError(f"backend={backend!r}; expected 'kornia' (ours) or 'cv2' (official arithmetic)")
+        if mask_dtype not in MASK_DTYPES:
+            raise ValueError(f"mask_dtype={mask_dtype!r}; expected one of {MASK_DTYPES}")
+        self.backend, self.mask_dtype = backend, mask_dtype
         self.size = (size, size) if isinstance(size, int) else tuple(size)
         if not (0 < scale[0] <= scale[1] <= 1):
             raise ValueError(f"scale={scale}; expected 0 < lo <= hi <= 1")
@@ -203,11 +218,24 @@ class AlignedRandomResizedCrop(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"size={self.size}, scale={self.scale}, flip_p={self.flip_p}, "
-            f"keep_background_prob={self.keep_background_prob}, mask={self.mask_interpolation}"
+            f"keep_background_prob={self.keep_background_prob}, backend={self.backend}, "
+            f"mask={self.mask_dtype if self.backend == 'cv2' else self.mask_interpolation}"
         )
 
+    def _crop_image(self, x: Tensor, p: CropParams) -> Tensor:
+        if self.backend == "cv2":
+            from harmonykit.data.cv2_crop import cv2_resized_crop
+
+            return cv2_resized_crop(x, p, self.size, "image")
+        return resized_crop(x, p, self.size, "bilinear", self.antialias)
+
     def _crop_mask(self, m: Tensor, p: CropParams) -> Tensor:
-        out = resized_crop(m, p, self.size, self.mask_interpolation, self.antialias)
+        if self.backend == "cv2":
+            from harmonykit.data.cv2_crop import cv2_resized_crop
+
+            out = cv2_resized_crop(m, p, self.size, self.mask_dtype)
+        else:
+            out = resized_crop(m, p, self.size, self.mask_interpolation, self.antialias)
         if self.mask_threshold is not None:
             out = (out >= self.mask_threshold).to(out.dtype)
         return out
@@ -247,8 +275,8 @@ class AlignedRandomResizedCrop(nn.Module):
                 )
             p = params[i] if params is not None else self._draw(m, g)
             used.append(p)
-            out_c.append(resized_crop(c, p, self.size, "bilinear", self.antialias))
-            out_r.append(resized_crop(r, p, self.size, "bilinear", self.antialias))
+            out_c.append(self._crop_image(c, p))
+            out_r.append(self._crop_image(r, p))
             out_m.append(self._crop_mask(m, p))
         self.last_params = used
         out = dict(batch)
@@ -378,13 +406,19 @@ def harmonization_train(
     mask_threshold: Optional[float] = None,
     color_jitter: Optional[Dict[str, Any]] = None,
     seed: Optional[int] = None,
+    ratio: Tuple[float, float] = (3 / 4, 4 / 3),
+    backend: str = "kornia",
+    mask_dtype: str = "float32",
+    antialias: bool = True,
 ) -> Compose:
     """The official training augmentation (aligned crop + flip), plus an optional
-    :class:`PairedColorJitter` given as a dict of its arguments."""
+    :class:`PairedColorJitter` given as a dict of its arguments. ``backend="cv2"`` gives the
+    official arithmetic (see :class:`AlignedRandomResizedCrop`)."""
     steps: List[nn.Module] = [
         AlignedRandomResizedCrop(
-            size, scale, flip_p=flip_p, keep_background_prob=keep_background_prob,
-            mask_threshold=mask_threshold, seed=seed,
+            size, scale, ratio=tuple(ratio), flip_p=flip_p, keep_background_prob=keep_background_prob,
+            mask_threshold=mask_threshold, antialias=antialias, backend=backend, mask_dtype=mask_dtype,
+            seed=seed,
         )
     ]
     if color_jitter:

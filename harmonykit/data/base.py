@@ -92,13 +92,18 @@ def _wrap(err: DataError, rec: SampleRecord) -> DataError:
     return type(err)(f"sample {rec.name!r}: {err}", rec.source, rec.line)
 
 
+#: mask reading rules -> the ``load_mask`` threshold (``>= t``; None keeps soft values)
+MASK_RULES = {"threshold": 0.5, "truncate": 1.0, "soft": None}
+
+
 class HarmonizationDataset(Dataset):
     """Composite / real / mask triplets as sample dicts.
 
     A sample is ``{"composite": (3, H, W), "real": (3, H, W), "mask": (1, H, W), "domain": str,
-    "name": str}`` with float32 values in [0, 1], plus ``"style_soft"`` ``(K,)`` float32 and
+    "name": str}`` with float32 values in [0, 1], plus ``"style_soft"`` ``(K,)`` float64 and
     ``"style"`` int64 for rendered samples. Sizes vary between samples (full size, or at most
     ``max_size`` on the longer side); crop them with :mod:`harmonykit.data.augment`.
+    ``style_soft`` is float64 (the official loader's dtype).
 
     Args:
         records: the samples.
@@ -107,6 +112,9 @@ class HarmonizationDataset(Dataset):
         max_size: longer-side cap in pixels; larger files are decoded reduced (JPEG DCT
             scaling) and resized. None keeps full resolution.
         mask_threshold: binarise masks at this value; None keeps soft masks.
+        mask_rule: the mask reading rule by name, overriding ``mask_threshold``: ``"threshold"``
+            (ours: ``>= 0.5``), ``"truncate"`` (bcmi CharmNet: ``(png / 255).astype(uint8)``, only
+            255 -> 1, i.e. ``>= 1.0``) or ``"soft"`` (Samsung iDIH: ``png / 255`` kept soft).
         validate: ``"headers"`` (existence, header, truncation, equal sizes; the default),
             ``"exists"`` (existence only) or ``"none"``. Runs at construction.
         skip_bad: drop samples with problems instead of raising (logged with a count); bad
@@ -122,6 +130,7 @@ class HarmonizationDataset(Dataset):
         domain: str = "real",
         max_size: Optional[int] = None,
         mask_threshold: Optional[float] = 0.5,
+        mask_rule: Optional[str] = None,
         validate: str = "headers",
         skip_bad: bool = False,
         transform: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None,
@@ -134,6 +143,11 @@ class HarmonizationDataset(Dataset):
         self.records: List[SampleRecord] = list(records)
         self.domain = domain
         self.max_size = None if max_size is None else int(max_size)
+        if mask_rule is not None:
+            if mask_rule not in MASK_RULES:
+                raise ValueError(f"mask_rule={mask_rule!r}; expected one of {tuple(MASK_RULES)}")
+            mask_threshold = MASK_RULES[mask_rule]
+        self.mask_rule = mask_rule
         self.mask_threshold = mask_threshold
         self.skip_bad = skip_bad
         self.transform = transform
@@ -268,7 +282,9 @@ class HarmonizationDataset(Dataset):
             "name": rec.name,
         }
         if rec.style_soft is not None:
-            sample["style_soft"] = torch.tensor(rec.style_soft, dtype=torch.float32)
+            # float64, as the official list-file loader yields (numpy float64 -> default collate);
+            # the official soft CE and G_total are float64 because of it
+            sample["style_soft"] = torch.tensor(rec.style_soft, dtype=torch.float64)
             sample["style"] = torch.tensor(int(rec.style if rec.style is not None else 0), dtype=torch.int64)
         return sample
 

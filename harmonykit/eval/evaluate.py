@@ -3,10 +3,9 @@
 :func:`evaluate` runs one or several models (or the ``"composite"`` no-op baseline) over
 triplets and returns an :class:`EvalResult` with every per-image record, the table of means,
 CSV/JSON writers and a text table. By default metrics are computed at the protocol resolution
-256 x 256: composite and ground truth are resized bilinearly (no antialiasing, rounded to uint8,
-as albumentations ``Resize`` does in both official codes), the model mask bilinearly (soft), and
-the metric mask as the protocol says (``charmnet``: PIL dithered binarisation + NEAREST;
-``idih``: the bilinear soft mask; ``harmonykit``: the bilinear mask thresholded at 0.5).
+256 x 256 and the **protocol prepares its inputs** (:mod:`harmonykit.eval.prepare`): file
+decoding, image resize, mask reading rule, the mask fed to the model and the metric mask
+(``charmnet`` and ``idih``: as the official scripts, cv2 ``INTER_LINEAR``; ``harmonykit``: ours).
 ``size=None`` evaluates at the original resolution, running :func:`harmonykit.inference.harmonize`
 with the chosen ``policy``.
 """
@@ -161,31 +160,6 @@ def _load_triplet(t: Triplet) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     return comp, mask, real
 
 
-def _resize_u8(img: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """(H, W, 3) uint8 -> bilinear (no antialias, like cv2 INTER_LINEAR) -> rounded uint8."""
-    if img.shape[:2] == tuple(size):
-        return img
-    t = torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None]
-    y = F.interpolate(t, size=size, mode="bilinear", align_corners=False)  # uint8 kernel, rounds
-    return y[0].permute(1, 2, 0).contiguous().numpy()
-
-
-def _resize_mask(mask_u8: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """(H, W) uint8 -> (h, w) float32 in [0, 1], bilinear."""
-    t = torch.tensor(mask_u8, dtype=torch.float32)[None, None] / 255.0
-    if mask_u8.shape != tuple(size):
-        t = F.interpolate(t, size=size, mode="bilinear", align_corners=False)
-    return t[0, 0].clamp_(0, 1).numpy()
-
-
-def _metric_mask(protocol: MetricProtocol, mask_u8: np.ndarray, soft: np.ndarray) -> np.ndarray:
-    if protocol.mask_resize == "nearest_dither":
-        from harmonykit.eval.metrics import CharmNetProtocol
-
-        return CharmNetProtocol.binarize_mask(mask_u8, soft.shape) * np.uint8(255)
-    return soft
-
-
 def _resolve_models(models: Any) -> Dict[str, Any]:
     if isinstance(models, Mapping):
         items = dict(models)
@@ -258,13 +232,17 @@ def evaluate(
 
     records: List[Dict[str, Any]] = []
     for t in _progress_bar(trips, enabled=show, desc=f"eval ({proto.name})", unit="img"):
-        comp, mask_u8, real = _load_triplet(t)
         if size is not None:
-            comp_e, real_e = _resize_u8(comp, size), _resize_u8(real, size)
-            soft = _resize_mask(mask_u8, size)
+            if t.real is None:
+                raise FileNotFoundError(f"no ground truth for {t.composite}")
+            prep = proto.prepare_inputs(t.composite, t.mask, t.real, size)
+            comp_e, real_e, soft, mmask = prep.composite, prep.real, prep.model_mask, prep.metric_mask
         else:
-            comp_e, real_e, soft = comp, real, mask_u8.astype(np.float32) / 255.0
-        mmask = _metric_mask(proto, mask_u8, soft)
+            comp, mask_u8, real = _load_triplet(t)
+            comp_e, real_e = comp, real
+            mmask = mask_u8.astype(np.float32) / 255.0
+            if proto.name == "charmnet":
+                mmask = proto.binarize_mask(mask_u8, mask_u8.shape) * np.uint8(255)
         for name, net in nets.items():
             if isinstance(net, str):  # composite baseline
                 pred = comp_e
@@ -308,5 +286,6 @@ def evaluate(
         "data": str(data) if isinstance(data, (str, Path)) else f"{len(trips)} triplets",
         "n_images": len(trips),
         "groups": sorted(group_names),
+        "inputs": proto.preparation().describe() if size is not None else "original resolution, harmonize()",
     }
     return EvalResult(proto, records, table, settings)

@@ -230,8 +230,12 @@ class MetricProtocol:
 
     name: str = "base"
     description: str = ""
-    #: how the mask is resized to the evaluation size by :mod:`harmonykit.eval.evaluate`
+    #: how the metric mask reaches the prediction size (``nearest_dither``: the protocol
+    #: resizes the original mask itself)
     mask_resize: str = "bilinear"
+    #: the input preparation (:mod:`harmonykit.eval.prepare`) that evaluation uses with this
+    #: protocol: decoding, image resize, mask rule, model mask and metric mask
+    inputs: str = "harmonykit"
     #: whether fMSE-type metrics of an empty mask are left out of the means
     skip_empty_foreground: bool = False
     fmse_eps: float = 0.0
@@ -253,6 +257,21 @@ class MetricProtocol:
         (``x * std + mean`` in float32, the arithmetic of both official codes)."""
         p = _as_nhwc_image(pred_norm, "pred_norm").astype(np.float32)
         return p * np.asarray(IMAGENET_STD, np.float32) + np.asarray(IMAGENET_MEAN, np.float32)
+
+    def preparation(self):
+        """The :class:`~harmonykit.eval.prepare.InputPreparation` of this protocol."""
+        from harmonykit.eval.prepare import get_preparation
+
+        return get_preparation(self.inputs)
+
+    def prepare_inputs(self, composite, mask, real, size: Tuple[int, int]):
+        """Read a triplet from files and prepare it at ``size = (h, w)`` the way this protocol's
+        official script does (see :mod:`harmonykit.eval.prepare`).
+
+        Returns a :class:`~harmonykit.eval.prepare.PreparedTriplet`: uint8 composite and real,
+        the float32 mask fed to the model and the mask for the metrics.
+        """
+        return self.preparation()(composite, mask, real, size)
 
     # --- shared --------------------------------------------------------------------
     def __call__(self, pred: ArrayLike, target: ArrayLike, mask: ArrayLike, ssim: bool = True) -> List[Dict[str, float]]:
@@ -327,6 +346,7 @@ class CharmNetProtocol(MetricProtocol):
         "mask PIL convert('1') + NEAREST resize; fMSE without epsilon; PSNR peak = max(out) - min(out)"
     )
     mask_resize: str = "nearest_dither"
+    inputs: str = "charmnet"
 
     def prepare(self, pred, target, mask):
         # prediction: tensor2im = clip(255 * x, 0, 255) cast to uint8 (float32 arithmetic)
@@ -375,6 +395,7 @@ class IDIHProtocol(MetricProtocol):
         "fMSE = sum m d^2 / (3 sum m + 1e-6); PSNR = 10 log10(max(target)^2 / (MSE + 1e-6))"
     )
     mask_resize: str = "bilinear"
+    inputs: str = "idih"
     fmse_eps: float = 1e-6
     psnr_eps: float = 1e-6
 

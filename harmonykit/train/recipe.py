@@ -75,6 +75,11 @@ def _loss(name: Optional[str], weight: float = 1.0, **kw: Any) -> Component:
 SCHEMA: Dict[str, Any] = {
     "name": Field("str", "run", help="run name; the run folder is output_dir/name"),
     "description": Field("str", "", help="free text"),
+    "official": Field(
+        "str", None, nullable=True, choices=("charmnet", "idih"),
+        help="the official configuration this recipe reproduces (pinned by tests/train/test_train_official.py); "
+        "not inherited through extends",
+    ),
     "seed": Field("int", 0),
     "deterministic": Field("bool", False, help="torch deterministic algorithms (exact resume on CPU)"),
     "output_dir": Field("str", "runs"),
@@ -117,7 +122,7 @@ SCHEMA: Dict[str, Any] = {
         "clip_mode": Field("str", "norm", choices=("norm", "value", "agc")),
     },
     "sched": {
-        "name": Field("str", "none", help="'none' (constant lr) or a timm scheduler (create_scheduler_v2)"),
+        "name": Field("str", "none", help="'none' (constant lr), 'multistep' (lr x decay_rate AT each milestone, as torch MultiStepLR) or another timm scheduler (create_scheduler_v2)"),
         "step_on_epochs": Field("bool", True),
         "decay_epochs": Field("float", 100.0),
         "decay_milestones": Field("ints", [90, 180, 270]),
@@ -489,7 +494,9 @@ def load_raw(path: Union[str, Path], _seen: Tuple[Path, ...] = ()) -> Dict[str, 
             bpath = find_recipe(b, base=path.parent)
         except FileNotFoundError as e:
             raise RecipeError(f"{path}: extends: {e}") from None
-        merged = _deep_merge(merged, load_raw(bpath, _seen + (path,)))
+        base = load_raw(bpath, _seen + (path,))
+        base.pop("official", None)  # a derived recipe claims an official configuration only itself
+        merged = _deep_merge(merged, base)
     return _deep_merge(merged, data)
 
 

@@ -306,27 +306,14 @@ class Trainer:
         return opt_g, opt_d
 
     def build_schedulers(self, iters_per_epoch: int, total_epochs: int) -> None:
-        """timm schedulers for both optimisers (``sched.name: none`` keeps the lr constant)."""
-        s = self.recipe["sched"]
-        if s["name"] in ("none", "constant", "const"):
-            return
-        from timm.scheduler import create_scheduler_v2
+        """Schedulers for both optimisers (:func:`harmonykit.train.schedulers.create_scheduler`;
+        ``sched.name: none`` keeps the lr constant, ``multistep`` decays at the milestones)."""
+        from harmonykit.train.schedulers import create_scheduler
 
-        kw = dict(
-            sched=s["name"],
-            num_epochs=total_epochs,
-            decay_epochs=s["decay_epochs"],
-            decay_milestones=s["decay_milestones"],
-            decay_rate=s["decay_rate"],
-            warmup_epochs=s["warmup_epochs"],
-            warmup_lr=s["warmup_lr"],
-            min_lr=s["min_lr"],
-            step_on_epochs=s["step_on_epochs"],
-            updates_per_epoch=iters_per_epoch,
-        )
-        self.sched_g, _ = create_scheduler_v2(self.opt_g, **kw)
+        s = self.recipe["sched"]
+        self.sched_g = create_scheduler(self.opt_g, s, iters_per_epoch, total_epochs)
         if self.opt_d is not None:
-            self.sched_d, _ = create_scheduler_v2(self.opt_d, **kw)
+            self.sched_d = create_scheduler(self.opt_d, s, iters_per_epoch, total_epochs)
 
     # --------------------------------------------------------------------------------------
     # one iteration

@@ -72,7 +72,7 @@ def test_make_composites_round_trip(tmp_path):
         seen.add((scene, b, f))
         s = ds[i]
         r = areas[scene]
-        expect = torch.zeros(10)
+        expect = torch.zeros(10, dtype=torch.float64)
         expect[b - 1] += 1 - r
         expect[f - 1] += r
         assert torch.allclose(s["style_soft"], expect, atol=1e-6), rec.name
@@ -150,7 +150,7 @@ GOOD = "SHuman/composite_images/s01-1_4.png\t0.8_0_0_0.2_0_0_0_0_0_0\t1\n"
 def test_default_list_and_bad_lines(tmp_path):
     root = _ds_with_list(tmp_path, GOOD)
     ds = RdHarmonyDataset(root)  # default list SHuman/SHuman_all_labeled.txt
-    assert torch.allclose(ds[0]["style_soft"], torch.tensor([0.8, 0, 0, 0.2, 0, 0, 0, 0, 0, 0]))
+    assert torch.allclose(ds[0]["style_soft"], torch.tensor([0.8, 0, 0, 0.2, 0, 0, 0, 0, 0, 0], dtype=torch.float64))
     lst = root / "SHuman" / "SHuman_all_labeled.txt"
     cases = {
         "SHuman/composite_images/s01-1_4.png\t0.8_0.2\t1\n": r"has 2 values, expected 10",

@@ -1,9 +1,13 @@
 """One official CharmNet iteration (``charmnet_step.*`` fixtures) through Trainer.train_step.
 
 Starts from the ``init`` weights and the stored batch, runs the trainer's real step function
-and compares every loss (losses.json) and all weights after the D step and after the G step
-with the README's tolerances. Zero-true-gradient biases (listed in losses.json) are compared
-with the README's loose tolerance.
+and compares every loss (losses.json), **every parameter's gradient right before its optimiser
+step** (``charmnet_step.trace.safetensors``: ``grad/<net>/<official name>``; D's before the D
+step, G / SC1 / SC2's before the G step) at rtol 1e-4, and all weights after the D step and
+after the G step with the README's tolerances. After one Adam step the weights show little
+more than gradient signs, so the gradients are the sharp part. Zero-true-gradient biases
+(listed in losses.json: rounding noise in front of a train-mode BatchNorm) are compared with the
+README's loose tolerance.
 """
 from __future__ import annotations
 
@@ -24,6 +28,10 @@ LOSS_RTOL = 1e-5
 PARAM_ATOL = 2e-6
 ZERO_GRAD_PARAM_ATOL = 2.1e-4
 BUFFER_ATOL = 1e-5
+# gradients: |ours - official| <= GRAD_RTOL * (|official| + max|official of that tensor|), i.e.
+# rtol 1e-4 elementwise, with the tensor's scale as the floor for elements near zero
+GRAD_RTOL = 1e-4
+ZERO_GRAD_ATOL = 1e-4  # README: compare the grads of those biases with atol ~1e-4 (both are noise)
 
 @pytest.fixture(autouse=True)
 def _restore_global_torch_state():
@@ -142,14 +150,63 @@ def _compare(parity_dir, stage, snap, zero_grad):
     assert not bad, "\n".join(bad[:20]) + (f"\n... {len(bad) - 20} more" if len(bad) > 20 else "")
 
 
+def _grads_official_names(tr, grads_d):
+    """Every parameter's .grad under the official names: {"G": ..., "D": ..., "SC1": ..., "SC2": ...}."""
+    from harmonykit.convert import convert_state_dict
+
+    pg = {n: p.grad for n, p in tr.model.named_parameters()}
+    missing = [n for n, g in pg.items() if g is None]
+    assert not missing, f"no gradient for {missing[:5]}"
+    sd = {k: (pg[k] if k in pg else torch.zeros_like(v)) for k, v in tr.model.state_dict().items()}
+    g = convert_state_dict(sd, src="split", dst="official_charmnet", split_depth=tr.model.split_depth)
+    return {
+        "G": g,
+        "D": grads_d,
+        "SC1": {n: p.grad.clone() for n, p in tr.style_in.named_parameters()},
+        "SC2": {n: p.grad.clone() for n, p in tr.style_out.named_parameters()},
+    }
+
+
+def _compare_grads(parity_dir, grads, zero_grad):
+    from safetensors.torch import load_file
+
+    trace = load_file(str(parity_dir / "charmnet_step.trace.safetensors"))
+    ref = {k: v for k, v in trace.items() if k.startswith("grad/")}
+    assert ref, "charmnet_step.trace.safetensors has no grad/* entries"
+    n_params = sum(1 for net in grads.values() for k in net if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    assert len(ref) == n_params, f"trace has {len(ref)} gradients, the networks {n_params} parameters"
+    bad = []
+    for key, r in ref.items():
+        _, net, name = key.split("/", 2)
+        g = grads[net][name]
+        assert g.shape == r.shape, f"{key}: shape {tuple(g.shape)} vs {tuple(r.shape)}"
+        if name in zero_grad[net]:
+            d = (g - r).abs().max().item()
+            if d > ZERO_GRAD_ATOL:
+                bad.append(f"{key}: max|diff| {d:.3g} > {ZERO_GRAD_ATOL} (true gradient 0)")
+            continue
+        tol = GRAD_RTOL * (r.abs() + r.abs().max())
+        excess = ((g - r).abs() - tol).max().item()
+        if excess > 0:
+            worst = ((g - r).abs() / r.abs().max()).max().item()
+            bad.append(f"{key}: max|diff| / max|official| = {worst:.3g} (> rtol {GRAD_RTOL:g})")
+    assert not bad, "\n".join(bad[:20]) + (f"\n... {len(bad) - 20} more" if len(bad) > 20 else "")
+
+
 def test_step_parity(parity_dir):
     torch.set_num_threads(2)
     tr, ref = _trainer(parity_dir)
     zero_grad = {"G": ref["zero_true_gradient_params"]["G"], "D": ref["zero_true_gradient_params"]["D"],
                  "SC1": ref["zero_true_gradient_params"]["SC1"], "SC2": ref["zero_true_gradient_params"]["SC2"]}
-    snaps = {}
-    logs = tr.train_step(_batches(parity_dir), after_d_step=lambda t: snaps.__setitem__("after_D", _snapshot(t)))
+    snaps, grads_d = {}, {}
+
+    def after_d(t):
+        snaps["after_D"] = _snapshot(t)
+        grads_d.update({n: p.grad.clone() for n, p in t.discriminator.named_parameters()})
+
+    logs = tr.train_step(_batches(parity_dir), after_d_step=after_d)
     snaps["after_G"] = _snapshot(tr)
+    _compare_grads(parity_dir, _grads_official_names(tr, grads_d), zero_grad)
 
     L = ref["losses"]
     w = ref["weights"]
