@@ -175,7 +175,7 @@ def _resolve_models(models: Any) -> Dict[str, Any]:
     out = {}
     for name, m in items.items():
         if isinstance(m, str) and m != COMPOSITE:
-            from harmonykit import create_model
+            from harmonykit.factory import create_model
 
             m = create_model(m)
         out[name] = m

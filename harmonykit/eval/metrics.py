@@ -372,13 +372,9 @@ class CharmNetProtocol(MetricProtocol):
     @staticmethod
     def binarize_mask(mask_u8: np.ndarray, size_hw: Tuple[int, int]) -> np.ndarray:
         """PIL ``convert('1')`` (Floyd-Steinberg) then NEAREST resize to ``size_hw`` -> {0, 1} uint8."""
-        from PIL import Image
+        from harmonykit.eval.prepare import pil_binarize_mask
 
-        im = Image.fromarray(np.ascontiguousarray(mask_u8), mode="L").convert("1")
-        h, w = size_hw
-        if im.size != (w, h):
-            im = im.resize((w, h), Image.NEAREST)
-        return np.asarray(im, dtype=np.uint8)
+        return pil_binarize_mask(mask_u8, size_hw)
 
     def psnr_peak(self, out, gt):
         return float(out.max() - out.min())

@@ -186,8 +186,6 @@ class CharmNetInputs(InputPreparation):
     metric_mask = "PIL convert('1') of the mask file + NEAREST resize"
 
     def __call__(self, composite, mask, real, size):
-        from harmonykit.eval.metrics import CharmNetProtocol
-
         comp, gt = cv2_read_rgb(composite, "composite"), cv2_read_rgb(real, "ground truth")
         m8 = cv2_read_mask_channel0(mask)
         self._check(comp, m8, gt, (composite, mask, real))
@@ -196,8 +194,20 @@ class CharmNetInputs(InputPreparation):
 
         with Image.open(mask) as im:
             grey = np.asarray(im.convert("L"))
-        metric = CharmNetProtocol.binarize_mask(grey, size) * np.uint8(255)
+        metric = pil_binarize_mask(grey, size) * np.uint8(255)
         return PreparedTriplet(cv2_resize_linear(comp, size), cv2_resize_linear(gt, size), model_mask, metric, m8)
+
+
+def pil_binarize_mask(mask_u8: np.ndarray, size_hw: Tuple[int, int]) -> np.ndarray:
+    """PIL ``convert('1')`` (Floyd-Steinberg) then NEAREST resize to ``size_hw`` -> {0, 1} uint8
+    (the CharmNet ``test.py`` metric mask)."""
+    from PIL import Image
+
+    im = Image.fromarray(np.ascontiguousarray(mask_u8), mode="L").convert("1")
+    h, w = size_hw
+    if im.size != (w, h):
+        im = im.resize((w, h), Image.NEAREST)
+    return np.asarray(im, dtype=np.uint8)
 
 
 class IDIHInputs(InputPreparation):
@@ -229,13 +239,11 @@ class HarmonykitInputs(InputPreparation):
     metric_mask = "the model mask"
 
     def __call__(self, composite, mask, real, size):
-        from harmonykit.inference import load_image, load_mask
+        from harmonykit.data.io import load_image_u8, load_mask_u8
 
-        comp = np.asarray(load_image(composite))
-        m8 = np.asarray(load_mask(mask))
-        gt = np.asarray(load_image(real))
-        if m8.max(initial=0) <= 1:
-            m8 = m8 * np.uint8(255)
+        comp = load_image_u8(composite, "composite")
+        m8 = load_mask_u8(mask)
+        gt = load_image_u8(real, "ground truth")
         self._check(comp, m8, gt, (composite, mask, real))
         soft = torch_resize_mask(m8, size)
         return PreparedTriplet(torch_resize_u8(comp, size), torch_resize_u8(gt, size), soft, soft, m8)
