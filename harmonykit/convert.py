@@ -109,9 +109,37 @@ def _is_tensor_mapping(obj: Mapping) -> bool:
 # --------------------------------------------------------------------------------------
 # layouts
 # --------------------------------------------------------------------------------------
+# model-zoo layouts: layout name -> (module, detector, converter to our "unet" names, args inference)
+_ZOO_CONVERTERS = {
+    "official_dovenet": ("harmonykit.models.dovenet", "is_official_dovenet", "official_dovenet_to_unet", "infer_dovenet_args"),
+}
+
+
+def _zoo_fn(layout: str, idx: int) -> Any:
+    import importlib
+
+    spec = _ZOO_CONVERTERS[layout]
+    return getattr(importlib.import_module(spec[0]), spec[idx])
+
+
+def _zoo_layout(keys: List[str]) -> Optional[str]:
+    return next((name for name in _ZOO_CONVERTERS if _zoo_fn(name, 1)(keys)), None)
+
+
+def _zoo_converter(layout: str) -> Any:
+    return _zoo_fn(layout, 2)
+
+
+def _zoo_infer(layout: str) -> Any:
+    return _zoo_fn(layout, 3)
+
+
 def detect_layout(keys: Iterable[str]) -> str:
     """Name the layout of a key set (see the module docstring); ``"unknown"`` otherwise."""
     keys = list(keys)
+    zoo = _zoo_layout(keys)  # model-zoo layouts, converted by the model's own file
+    if zoo:
+        return zoo
     if any(k.startswith(("render_enc.", "real_enc.", "real_dec.", "render_dec.")) for k in keys):
         return "official_charmnet"
     if any(k.startswith(("encoder.block0.", "encoder.blocks_connected.", "decoder.deconv_blocks.")) for k in keys):
@@ -282,6 +310,8 @@ def _to_model_layout(model: nn.Module, sd: Mapping[str, torch.Tensor], domain: O
     model_layout = detect_layout(model_keys)
     if layout == "official_idih":
         sd, layout = official_idih_to_unet(sd), "unet"
+    if layout in _ZOO_CONVERTERS:
+        sd, layout = _zoo_converter(layout)(sd), "unet"
     if layout == "official_charmnet":
         if model_layout != "split":
             raise CheckpointError(
@@ -346,6 +376,8 @@ def infer_model_args(sd: Mapping[str, torch.Tensor]) -> Tuple[str, Dict[str, Any
     """Guess ``(architecture, model_args)`` for a generator state dict of any known layout,
     from its tensor shapes: depth, ch, max_channels, batchnorm_from, blending, split depth."""
     layout = detect_layout(sd.keys())
+    if layout in _ZOO_CONVERTERS:
+        return _zoo_infer(layout)(sd)
     if layout == "official_idih":
         sd, layout = official_idih_to_unet(sd), "unet"
     elif layout == "official_charmnet":
