@@ -13,6 +13,7 @@ from harmonykit.models import charmnet  # noqa: F401  (registers the CharmNet en
 from harmonykit.models import intrinsic_harmony  # noqa: F401  (registers intrinsic_harmony)
 from harmonykit.models import rainnet  # noqa: F401  (RainNet, charmnet_rainnet*)
 from harmonykit.models import hao_attention  # noqa: F401  (Hao et al. BMVC 2020)
+from harmonykit.models import dovenet  # noqa: F401  (DoveNet generator, discriminators, losses)
 
 __all__ = [
     "Harmonizer",

@@ -74,9 +74,12 @@ class _DomainNetBase(Harmonizer):
         return self._backbone_cls.run_stages(self._stage_config, enc, dec, head, composite, mask, self.split_depth)
 
     def forward_normalized(self, image: torch.Tensor, mask: torch.Tensor, domain: Optional[str] = None):
-        """Official-space forward of the UNet family -> (output, attention, f, g), normalised."""
-        from harmonykit.models.idih import unet_forward
+        """Official-space forward of the iDIH family -> (output, attention, f, g), normalised
+        (other backbones: :meth:`forward_stages`)."""
+        from harmonykit.models.idih import UNetBackbone, unet_forward
 
+        if not issubclass(self._backbone_cls, UNetBackbone):
+            raise NotImplementedError(f"forward_normalized is the iDIH family's; use forward_stages for {self._backbone_cls.__name__}")
         enc, dec, head = self.stages(self.resolve_domain(domain))
         return unet_forward(enc, dec, self.skip_sources, head, image, mask, self.split_depth)
 

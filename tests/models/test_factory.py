@@ -10,7 +10,8 @@ from harmonykit.factory import parse_model_name
 
 def test_list_models_wildcards_and_pretrained():
     names = harmonykit.list_models("charmnet*")
-    assert names[0] == "charmnet_idih" and "charmnet_idih_split6" in names
+    assert names == sorted(names, key=harmonykit.registry._natural_key) and "charmnet_idih_split6" in names
+    assert all(n.startswith("charmnet_") for n in names) and "idih256" not in names
     assert harmonykit.list_models("charmnet_idih*", exclude_filters="*split*") == ["charmnet_idih", "charmnet_idih_shared"]
     tagged = harmonykit.list_models(pretrained=True)
     assert all("." in n for n in tagged) and "idih256.samsung_ihd4" in tagged
