@@ -183,3 +183,14 @@ def test_normalize_target_maps_into_the_output_space(name):
     with torch.no_grad():
         out = model(comp, mask)
     torch.testing.assert_close(model.normalize_target(out.image), out.image_normalized, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_default_configuration_runs_with_domain_none(name):
+    """Every registered name, at its DEFAULT arguments: create_model(name).eval()(x, mask, domain=None)."""
+    model = harmonykit.create_model(name).eval()
+    s = -(-max(model.min_size, 64) // model.size_divisor) * model.size_divisor
+    x, m = torch.rand(1, 3, s, s), (torch.rand(1, 1, s, s) > 0.5).float()
+    with torch.no_grad():
+        out = model(x, m, domain=None)
+    assert out.image.shape == x.shape and torch.isfinite(out.image).all()
