@@ -277,6 +277,8 @@ def convert_state_dict(
 def _to_model_layout(model: nn.Module, sd: Mapping[str, torch.Tensor], domain: Optional[str]) -> Tuple[StateDict, List[str]]:
     """Rename ``sd`` to ``model``'s names. Returns (renamed dict, model keys allowed to stay
     missing: the other domains' branches when a single UNet initialises one branch)."""
+    if hasattr(model, "checkpoint_filter_fn"):  # model-zoo official layouts (timm style, in the model's file)
+        sd = model.checkpoint_filter_fn(sd)
     layout = detect_layout(sd.keys())
     model_keys = list(model.state_dict().keys())
     model_layout = detect_layout(model_keys)
