@@ -14,6 +14,7 @@ from harmonykit.models import intrinsic_harmony  # noqa: F401  (registers intrin
 from harmonykit.models import rainnet  # noqa: F401  (RainNet, charmnet_rainnet*)
 from harmonykit.models import hao_attention  # noqa: F401  (Hao et al. BMVC 2020)
 from harmonykit.models import dovenet  # noqa: F401  (DoveNet generator, discriminators, losses)
+from harmonykit.models import harmonizer  # noqa: F401  (registers the Harmonizer entrypoint)
 
 __all__ = [
     "Harmonizer",
