@@ -50,7 +50,7 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-POLICIES = ("resize", "full")
+POLICIES = ("resize", "full", "native")
 MIN_SIDE = 16
 """Smallest composite side :func:`harmonize` accepts (pixels)."""
 ImageInput = Union[str, os.PathLike, "Image.Image", np.ndarray, torch.Tensor]  # noqa: F821
@@ -535,6 +535,8 @@ def _harmonize_one(
     reg: float,
 ) -> torch.Tensor:
     H, W = img.shape[:2]
+    if policy == "native":
+        return _harmonize_native(img, msk, model, domain, flip)
     comp_lr = _downsample(img, size)
     mask_lr = _downsample(msk, size)
     pred = predict_lowres(model, comp_lr, mask_lr, domain=domain, flip=flip)[0].float().cpu()
@@ -544,11 +546,26 @@ def _harmonize_one(
     return apply_color_grid(img, msk, maps)
 
 
+def _harmonize_native(img: torch.Tensor, msk: torch.Tensor, model: Any, domain: Optional[str], flip: bool) -> torch.Tensor:
+    """Full-resolution models (``model.native_resolution``): the model sees the whole image and
+    makes its own low-resolution view; the prediction is pasted through the mask, and pixels
+    where the mask is 0 are returned unchanged, bit for bit."""
+    comp = _unit(img.permute(2, 0, 1).unsqueeze(0).contiguous())
+    m = _unit(msk.unsqueeze(0).unsqueeze(0).contiguous())
+    pred = predict_lowres(model, comp, m, domain=domain, flip=flip)[0].float().clamp(0.0, 1.0).permute(1, 2, 0)
+    mm = m[0, 0].unsqueeze(-1)
+    out = comp[0].permute(1, 2, 0) * (1.0 - mm) + pred * mm
+    keep = (msk == 0).unsqueeze(-1)
+    if img.dtype == torch.uint8:
+        return torch.where(keep, img, out.mul(255.0).round_().to(torch.uint8))
+    return torch.where(keep, img, out.to(img.dtype))
+
+
 def harmonize(
     composite: Any,
     mask: Any,
     model: ModelLike,
-    policy: str = "resize",
+    policy: Optional[str] = None,
     *,
     domain: Optional[str] = None,
     size: Optional[Tuple[int, int]] = None,
@@ -565,8 +582,11 @@ def harmonize(
             (1, H, W) / (B, 1, H, W) tensor; 0/1, 0/255 or soft values.
         model: harmonization model, a callable ``(composite, mask) -> output``, or a name for
             :func:`harmonykit.create_model`.
-        policy: ``"resize"`` (official: predict at the model size, resize back) or ``"full"``
-            (local colour transfer at full resolution, background untouched).
+        policy: ``"resize"`` (official: predict at the model size, resize back), ``"full"``
+            (local colour transfer at full resolution, background untouched) or ``"native"``
+            (full-resolution models such as ``pctnet_cnn`` / ``harmonizer``: the model sees the
+            whole image, background untouched). Default: ``"native"`` for models with
+            ``native_resolution``, else ``"resize"``.
         domain: domain for multi-domain models (default ``"real"``).
         size: (h, w) for the network; default ``model.pretrained_cfg["input_size"]``.
         flip: horizontal-flip test-time augmentation.
@@ -584,9 +604,11 @@ def harmonize(
         ValueError: a composite smaller than :data:`MIN_SIDE`, mismatched sizes, values
             outside [0, 1]. A model holding random weights gives a :class:`RandomWeightsWarning`.
     """
-    if policy not in POLICIES:
+    if policy is not None and policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; expected one of {POLICIES}")
     net = _resolve_model(model)
+    if policy is None:
+        policy = "native" if getattr(net, "native_resolution", False) else "resize"
     size = tuple(size) if size is not None else model_input_size(net)
     if hasattr(net, "check_input_size"):
         net.check_input_size(int(size[0]), int(size[1]))

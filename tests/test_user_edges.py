@@ -171,3 +171,20 @@ def test_ci_true_fails_instead_of_skipping_when_fixtures_are_missing(tmp_path):
     assert r.returncode != 0 and "CI=true and parity fixtures not found" in r.stdout, r.stdout[-2000:]
     r = subprocess.run(["bash", str(REPO / ".ci/run")], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "required test data folder missing" in r.stderr
+
+
+def test_native_policy_for_full_resolution_models_keeps_the_background():
+    """Full-resolution models run on the whole image by default; the background is bit-exact and
+    the foreground is the model's own full-resolution output."""
+    torch.manual_seed(0)
+    net = harmonykit.create_model("harmonizer", **harmonykit.get_pretrained_cfg("harmonizer").tiny_args)
+    net.has_trained_weights = True
+    comp, mask = _pair(70, 53)
+    out = harmonize(comp, mask, net)  # policy None -> native
+    assert out.shape == comp.shape and out.dtype == np.uint8
+    bg = mask == 0
+    assert np.array_equal(out[bg], comp[bg])
+    with torch.no_grad():
+        direct = net(torch.from_numpy(comp).permute(2, 0, 1)[None].float() / 255, torch.from_numpy(mask)[None, None].float() / 255).image
+    ref = np.rint(direct[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    assert np.abs(out[~bg].astype(int) - ref[~bg].astype(int)).max() <= 1

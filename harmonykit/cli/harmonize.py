@@ -17,9 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("mask", metavar="MASK", nargs="?", default=None, help="foreground mask (single pair only)")
     parser.add_argument("-o", "--output", required=True,
                         help="output image (single pair) or output folder (folder input)")
-    parser.add_argument("--policy", choices=("resize", "full"), default="full",
-                        help="full (default): local colour transfer at full resolution, background untouched; "
-                             "resize: the official resize -> predict -> resize back")
+    parser.add_argument("--policy", choices=("resize", "full", "native"), default=None,
+                        help="full (default for fixed-size networks): local colour transfer at full resolution, "
+                             "background untouched; native (default for full-resolution models such as pctnet_cnn, "
+                             "harmonizer): the model itself at full resolution; resize: the official resize -> "
+                             "predict -> resize back")
     parser.add_argument("--checkpoint", default=None, help="weights file for a registry-name MODEL")
     parser.add_argument("--pretrained", action="store_true", help="load the registered weights of MODEL (implied by a MODEL.tag name)")
     parser.add_argument("--random-weights", action="store_true",
@@ -69,7 +71,8 @@ def _one(net, comp_path, mask_path, out_path, args, real_path=None):
     h, w = comp.rgb.shape[:2]
     if mask.shape != (h, w):
         raise ValueError(f"mask size mismatch: {comp_path} is {w}x{h} but {mask_path} is {mask.shape[1]}x{mask.shape[0]}")
-    out = harmonize(comp.rgb, mask, net, args.policy, domain=args.domain, flip=args.flip, grid=args.color_grid)
+    policy = args.policy or ("native" if getattr(net, "native_resolution", False) else "full")
+    out = harmonize(comp.rgb, mask, net, policy, domain=args.domain, flip=args.flip, grid=args.color_grid)
     out_path = Path(out_path)
     bits = write_image(out_path, out, alpha=comp.alpha, bits=comp.bits)
     if args.grid:

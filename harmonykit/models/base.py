@@ -111,6 +111,7 @@ class Harmonizer(nn.Module):
     default_domain: str = DEFAULT_DOMAIN
     size_divisor: int = 1
     min_size: int = 1
+    native_resolution: bool = False  # True: takes whole full-resolution images (harmonize policy "native")
     output_mean: Optional[Tuple[float, ...]] = None  # None: pretrained_cfg["mean"] (see normalize_target)
     output_std: Optional[Tuple[float, ...]] = None
 

@@ -289,6 +289,8 @@ class FilterHarmonizer(Harmonizer):
         drop_path_rate: encoder stochastic depth in train mode (official 0.2).
     """
 
+    native_resolution = True  # the filters run on the full image; the encoder sees a 256 view
+
     filter_names: Tuple[str, ...] = tuple(FILTER_TYPES)
 
     def __init__(
