@@ -277,6 +277,9 @@ def convert_state_dict(
 def _to_model_layout(model: nn.Module, sd: Mapping[str, torch.Tensor], domain: Optional[str]) -> Tuple[StateDict, List[str]]:
     """Rename ``sd`` to ``model``'s names. Returns (renamed dict, model keys allowed to stay
     missing: the other domains' branches when a single UNet initialises one branch)."""
+    # model-zoo hook: a model (or an adapter's backbone class) converts its own official layout
+    filt = getattr(model, "checkpoint_filter_fn", None) or getattr(getattr(model, "_backbone_cls", None), "checkpoint_filter_fn", None)
+    sd = filt(sd) if filt is not None else sd
     layout = detect_layout(sd.keys())
     model_keys = list(model.state_dict().keys())
     model_layout = detect_layout(model_keys)

@@ -10,6 +10,8 @@ from harmonykit.models.adapters import DomainSplitNet, SharedDomainNet
 from harmonykit.models.discriminators import FCDiscriminator
 from harmonykit.models.style_heads import StyleClassifier
 from harmonykit.models import charmnet  # noqa: F401  (registers the CharmNet entrypoints)
+from harmonykit.models import ssam  # noqa: F401  (iSSAM / SSAM, charmnet_issam)
+from harmonykit.models import pctnet  # noqa: F401  (PCT-Net CNN / ViT)
 
 __all__ = [
     "Harmonizer",

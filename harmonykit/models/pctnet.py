@@ -1,0 +1,408 @@
+"""PCT-Net (Guerreiro, Nakazawa, Stent, "PCT-Net: Full Resolution Image Harmonization Using
+Pixel-Wise Color Transformations", CVPR 2023), numerically equal to the official
+``CNN_pct`` and ``ViT_pct`` of rakutentech/PCT-Net-Image-Harmonization.
+
+A backbone looks at a low-resolution view of the composite (256x256 in the official inference
+code) and predicts, per pixel, the 12 parameters of an affine colour transform
+``y = M x + b`` (``M``: 3x3, row-major in channels 0..8; ``b``: channels 9..11). The parameter
+map is upsampled (bicubic) to the full resolution and applied to every full-resolution pixel:
+``out = normalize(clamp(M x + b, 0, 1))`` with ``x`` the composite in the network's input
+normalisation. The result is blended with the input:
+
+- ``pctnet_cnn``: S2AM UNet backbone (iSSAM's, ImageNet normalisation); the blend uses the
+  network's attention map upsampled bicubic, ``out * A + x * (1 - A)`` (the background is
+  *not* guaranteed untouched; ``harmonize()`` composites);
+- ``pctnet_vit``: ViT backbone on 4x4 patches, inputs in [0, 1]; the blend uses the
+  full-resolution mask, ``out * M + x * (1 - M)``: the official model composites internally.
+
+Forward: ``model(composite, mask, domain=None, composite_lowres=None, mask_lowres=None)``.
+Without a low-resolution view, the model makes it as the official inference code does
+(``scripts/evaluate_folder.py``): ``cv2.resize(..., (256, 256))`` (INTER_LINEAR) of the uint8
+composite ``round(255 * composite)`` and of the float64 mask.
+"""
+from __future__ import annotations
+
+import inspect
+import re
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from harmonykit.models._builder import finalize_model, register_model
+from harmonykit.models._pretrained import PretrainedCfg, register_pretrained_cfgs
+from harmonykit.models.base import Harmonizer
+from harmonykit.models.layers import init_weights
+from harmonykit.models.outputs import HarmonizationOutput
+from harmonykit.models.ssam import _SSAM_RULES, build_ssam_stages, rename_keys, run_ssam_unet
+from harmonykit.normalization import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = [
+    "PCTNetCNN",
+    "PCTNetViT",
+    "ViTParamEncoder",
+    "apply_color_transform",
+    "official_lowres_view",
+    "official_pctnet_to_ours",
+    "pctnet_cnn",
+    "pctnet_vit",
+]
+
+NUM_PARAMS = 12  # 3x3 matrix + 3 offsets
+
+
+def apply_color_transform(image: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Per-pixel affine colour transform ``y_c = sum_j M[c, j] x_j + b_c``.
+
+    Args:
+        image: ``(B, 3, H, W)``; params: ``(B, 12, H, W)`` (``M`` row-major, then ``b``).
+
+    Returns:
+        ``(B, 3, H, W)`` (not clamped).
+    """
+    m = params[:, :9].unflatten(1, (3, 3))  # (B, 3 out, 3 in, H, W)
+    return (m * image[:, None]).sum(dim=2) + params[:, 9:12]
+
+
+def official_lowres_view(
+    composite: torch.Tensor, mask: Optional[torch.Tensor], size: int = 256
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The official inference code's low-resolution view (needs ``opencv-python-headless``).
+
+    ``composite (B, 3, H, W)`` in [0, 1] is quantised to uint8 (``round(255 x)``) and resized
+    with ``cv2.resize(img, (size, size))`` (INTER_LINEAR), then divided by 255; the mask
+    ``(B, 1, H, W)`` is resized in float64 the same way. Returns float tensors on the input's
+    device and dtype: ``(B, 3, size, size)`` and ``(B, 1, size, size)`` (or ``None``).
+    """
+    try:
+        import cv2
+    except ImportError as e:  # pragma: no cover - dependency of the package
+        raise ImportError(
+            "PCT-Net makes its low-resolution view with OpenCV, as the official code does: "
+            "pip install opencv-python-headless, or pass composite_lowres= and mask_lowres="
+        ) from e
+    import numpy as np
+
+    u8 = (composite.detach().float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    comp = np.stack([cv2.resize(np.ascontiguousarray(c), (size, size), interpolation=cv2.INTER_LINEAR) for c in u8])
+    comp_t = torch.from_numpy(comp).permute(0, 3, 1, 2).to(composite.device).float().div(255.0).to(composite.dtype)
+    if mask is None:
+        return comp_t, None
+    m64 = mask.detach()[:, 0].cpu().double().numpy()
+    m = np.stack([cv2.resize(np.ascontiguousarray(x), (size, size), interpolation=cv2.INTER_LINEAR) for x in m64])
+    return comp_t, torch.from_numpy(m)[:, None].float().to(device=mask.device, dtype=mask.dtype)
+
+
+class _PCTNetBase(Harmonizer):
+    """The full-resolution part shared by both variants: low-resolution view, parameter
+    upsampling, transform, blend. Subclasses implement :meth:`predict` on the low-resolution
+    view."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    lowres_size: int
+    blend_with_attention: bool
+
+    def _set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] image -> the network's input space."""
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std.to(x.dtype) + self.mean.to(x.dtype)
+
+    def transform(self, image: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """``normalize(clamp(M x + b, 0, 1))`` with ``x`` the normalised image ``(B, 3, H, W)``."""
+        return self.normalize(apply_color_transform(image, params).clamp(0, 1))
+
+    @staticmethod
+    def upsample_transform(params: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        """Low-resolution parameters ``(B, 12, h, w)`` -> full resolution (bicubic, as official)."""
+        return F.interpolate(params, size=size, mode="bicubic", align_corners=False)
+
+    def predict(self, image_lowres: torch.Tensor, mask_lowres: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Normalised low-resolution image and mask -> (params ``(B, 12, h, w)``, blend map ``(B, 1, h, w)``)."""
+        raise NotImplementedError
+
+    def lowres_view(
+        self,
+        composite: torch.Tensor,
+        mask: torch.Tensor,
+        composite_lowres: Optional[torch.Tensor] = None,
+        mask_lowres: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The given low-resolution view, or the official one (:func:`official_lowres_view`)."""
+        if composite_lowres is None or mask_lowres is None:
+            c, m = official_lowres_view(composite, mask if mask_lowres is None else None, self.lowres_size)
+            composite_lowres = c if composite_lowres is None else composite_lowres
+            mask_lowres = m if mask_lowres is None else mask_lowres
+        for name, t, ch in (("composite_lowres", composite_lowres, 3), ("mask_lowres", mask_lowres, 1)):
+            if t.ndim != 4 or t.shape[1] != ch or t.shape[0] != composite.shape[0]:
+                raise ValueError(f"{name} must be a (B, {ch}, h, w) tensor with B={composite.shape[0]}, got {tuple(t.shape)}")
+        if composite_lowres.shape[-2:] != mask_lowres.shape[-2:]:
+            raise ValueError(f"mask_lowres {tuple(mask_lowres.shape)} does not match composite_lowres {tuple(composite_lowres.shape)}")
+        self.check_lowres_size(*composite_lowres.shape[-2:])
+        return composite_lowres, mask_lowres
+
+    def check_lowres_size(self, height: int, width: int) -> None:
+        """Raise ``ValueError`` when the backbone cannot run on an ``height x width`` view."""
+
+    def forward(
+        self,
+        composite: torch.Tensor,
+        mask: torch.Tensor,
+        domain: Optional[str] = None,
+        composite_lowres: Optional[torch.Tensor] = None,
+        mask_lowres: Optional[torch.Tensor] = None,
+    ) -> HarmonizationOutput:
+        """composite ``(B, 3, H, W)`` in [0, 1], mask ``(B, 1, H, W)`` in [0, 1]; optional
+        low-resolution view ``(B, 3, h, w)`` / ``(B, 1, h, w)`` in [0, 1].
+
+        Returns ``.image`` (full resolution, [0, 1] scale, not clamped by the blend),
+        ``.image_normalized`` (the official ``images_fullres``) and ``extras``:
+        ``transform`` (low-resolution parameters ``(B, 12, h, w)``; the full-resolution ones
+        are ``upsample_transform(transform, (H, W))``), ``blend`` (the low-resolution blend map:
+        attention for the CNN, the mask for the ViT), ``image_lowres`` /
+        ``image_lowres_normalized`` (the official low-resolution output ``images``).
+        """
+        self.resolve_domain(domain)
+        self.check_inputs(composite, mask)
+        comp_lr, mask_lr = self.lowres_view(composite, mask, composite_lowres, mask_lowres)
+        x_lr = self.normalize(comp_lr)
+        params, blend = self.predict(x_lr, mask_lr.to(x_lr.dtype))
+        out_lr = self.transform(x_lr, params)
+        out_lr = out_lr * blend + x_lr * (1 - blend)
+
+        size = tuple(composite.shape[-2:])
+        x = self.normalize(composite)
+        out = self.transform(x, self.upsample_transform(params, size))
+        if self.blend_with_attention:
+            a = F.interpolate(blend, size=size, mode="bicubic", align_corners=False)
+        else:
+            a = mask.to(out.dtype)
+        out = out * a + x * (1 - a)
+        extras = {"transform": params, "blend": blend, "image_lowres": self.denormalize(out_lr), "image_lowres_normalized": out_lr}
+        return HarmonizationOutput(image=self.denormalize(out), image_normalized=out, extras=extras)
+
+
+class PCTNetCNN(_PCTNetBase):
+    """PCT-Net with the S2AM UNet backbone (official ``CNN_pct``): 2,185,736 parameters.
+
+    Args:
+        depth, ch, max_channels, batchnorm_from, attend_from, attention_mid_k: the UNet (as
+            :class:`harmonykit.models.ssam.SSAMBackbone`; the official model fixes ``ch=32``).
+        lowres_size: side of the square low-resolution view the model makes itself (256).
+        init: weight init (``"xavier_gluon"``: the official training init).
+
+    ``head.to_rgb`` exists in the official model but is not used by its forward; it is kept
+    (frozen, ``requires_grad=False``) so official checkpoints load strictly and the parameter
+    count is the official one.
+    """
+
+    blend_with_attention = True
+
+    def __init__(
+        self,
+        depth: int = 4,
+        ch: int = 32,
+        max_channels: int = 512,
+        batchnorm_from: int = 2,
+        attend_from: int = 2,
+        attention_mid_k: float = 0.5,
+        lowres_size: int = 256,
+        init: str = "xavier_gluon",
+    ) -> None:
+        super().__init__()
+        self._set_normalization(IMAGENET_MEAN, IMAGENET_STD)
+        self.encoder, self.decoder, chs = build_ssam_stages(depth, ch, max_channels, batchnorm_from, attend_from, attention_mid_k)
+        self.head = nn.Module()
+        self.head.conv_attention = nn.Conv2d(chs[0], 1, kernel_size=1)
+        self.head.to_rgb = nn.Conv2d(chs[0], 3, kernel_size=1)
+        self.to_params = nn.Conv2d(chs[0], NUM_PARAMS, kernel_size=1)
+        self.lowres_size = int(lowres_size)
+        self.lowres_divisor = 2 ** (depth - 1)
+        init_weights(self, init)
+        self.head.to_rgb.requires_grad_(False)
+        self.check_lowres_size(self.lowres_size, self.lowres_size)
+
+    def check_lowres_size(self, height: int, width: int) -> None:
+        d = self.lowres_divisor
+        if height % d or width % d:
+            raise ValueError(f"the low-resolution view must have sides that are multiples of {d}, got {height}x{width}")
+
+    def predict(self, image_lowres: torch.Tensor, mask_lowres: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([image_lowres, mask_lowres], dim=1)
+        feats, _, _ = run_ssam_unet(self.encoder, self.decoder, x, mask_lowres)
+        attention = torch.sigmoid(3.0 * self.head.conv_attention(feats))
+        return self.to_params(feats), attention
+
+
+class ViTParamEncoder(nn.Module):
+    """The PCT-Net ViT: 4x4 patches of ``[image, mask]`` -> Linear(64, 256) -> transformer
+    encoder (post-norm, GELU, dropout 0.1) -> ConvTranspose2d(k=s=4) -> tanh.
+
+    ``(B, 4, h, w)`` (h, w multiples of ``ksize``) -> ``(B, out_channels, h, w)`` in (-1, 1).
+    """
+
+    def __init__(
+        self,
+        out_channels: int = NUM_PARAMS,
+        ksize: int = 4,
+        tr_r_enc_head: int = 2,
+        tr_r_enc_layers: int = 9,
+        in_channels: int = 4,
+        dim_forward: int = 2,
+        dim: int = 256,
+    ) -> None:
+        super().__init__()
+        self.ksize = ksize
+        self.patch_embed = nn.Linear(ksize * ksize * in_channels, dim)
+        layer = nn.TransformerEncoderLayer(dim, nhead=tr_r_enc_head, dim_feedforward=dim * dim_forward, activation="gelu", batch_first=True)
+        self.transformer = nn.TransformerEncoder(layer, num_layers=tr_r_enc_layers, enable_nested_tensor=False)
+        self.unpatch = nn.ConvTranspose2d(dim, out_channels, kernel_size=ksize, stride=ksize)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        p = self.ksize
+        hp, wp = h // p, w // p
+        # (B, C, hp, p, wp, p) -> (B, hp*wp, p*p*C): patch pixels row-major, channels last
+        tokens = x.reshape(b, c, hp, p, wp, p).permute(0, 2, 4, 3, 5, 1).reshape(b, hp * wp, p * p * c)
+        tokens = self.transformer(self.patch_embed(tokens))
+        grid = tokens.transpose(1, 2).reshape(b, -1, hp, wp)
+        return torch.tanh(self.unpatch(grid))
+
+
+class PCTNetViT(_PCTNetBase):
+    """PCT-Net with the ViT backbone (official ``ViT_pct``): 4,809,896 parameters.
+
+    Args:
+        tr_r_enc_layers: transformer layers (9); tr_r_enc_head: heads (2); dim_forward: MLP
+            ratio (2); ksize: patch size (4).
+        lowres_size: side of the square low-resolution view the model makes itself (256).
+
+    Inputs are not normalised (the official ``input_normalization`` is mean 0, std 1); the
+    official model composites the transformed image with the full-resolution mask, so the
+    background of ``.image`` equals the composite.
+    """
+
+    blend_with_attention = False
+
+    def __init__(
+        self,
+        tr_r_enc_layers: int = 9,
+        tr_r_enc_head: int = 2,
+        dim_forward: int = 2,
+        ksize: int = 4,
+        lowres_size: int = 256,
+        init: str = "normal",
+    ) -> None:
+        super().__init__()
+        self._set_normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        self.encoder = ViTParamEncoder(NUM_PARAMS, ksize, tr_r_enc_head, tr_r_enc_layers, dim_forward=dim_forward)
+        self.to_params = nn.Conv2d(NUM_PARAMS, NUM_PARAMS, kernel_size=1)
+        self.lowres_size = int(lowres_size)
+        self.ksize = ksize
+        if init == "normal":  # the official ViT init: conv / linear weights N(0, 0.02), biases 0
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                    nn.init.normal_(m.weight, 0.0, 0.02)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+        elif init != "torch":
+            raise ValueError(f"unknown init {init!r} for PCT-Net ViT; expected 'normal' or 'torch'")
+        self.check_lowres_size(self.lowres_size, self.lowres_size)
+
+    def check_lowres_size(self, height: int, width: int) -> None:
+        if height % self.ksize or width % self.ksize:
+            raise ValueError(f"the low-resolution view must have sides that are multiples of {self.ksize}, got {height}x{width}")
+
+    def predict(self, image_lowres: torch.Tensor, mask_lowres: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        latent = self.encoder(torch.cat([image_lowres, mask_lowres], dim=1))
+        return self.to_params(latent), mask_lowres
+
+
+# -- official checkpoint layout ------------------------------------------------------------
+_PCT_CNN_RULES = list(_SSAM_RULES) + [(re.compile(r"^get_params\.(.+)$"), lambda m: f"to_params.{m[1]}")]
+_PCT_VIT_RULES = [
+    (re.compile(r"^encoder\.patch_to_embedding\.1\.(.+)$"), lambda m: f"encoder.patch_embed.{m[1]}"),
+    (re.compile(r"^encoder\.transformer_enc\.layers\.(.+)$"), lambda m: f"encoder.transformer.layers.{m[1]}"),
+    (re.compile(r"^encoder\.dec\.0\.(.+)$"), lambda m: f"encoder.unpatch.{m[1]}"),
+    (re.compile(r"^get_params\.(.+)$"), lambda m: f"to_params.{m[1]}"),
+]
+
+
+def official_pctnet_to_ours(state_dict: Mapping[str, torch.Tensor], variant: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """Official ``PCTNet`` names (CNN or ViT backbone) -> ours; our own names pass through.
+
+    ``variant`` (``"cnn"`` / ``"vit"``) forces the official rules (for partial dicts such as
+    buffers only); by default the layout is detected from the keys.
+    """
+    keys = list(state_dict)
+    if variant is not None:
+        if variant not in ("cnn", "vit"):
+            raise ValueError(f"variant must be 'cnn' or 'vit', got {variant!r}")
+        return rename_keys(state_dict, _PCT_VIT_RULES if variant == "vit" else _PCT_CNN_RULES, f"PCT-Net {variant.upper()}")
+    if any(k.startswith("get_params.") for k in keys):
+        if any(k.startswith("encoder.transformer_enc.") for k in keys):
+            return rename_keys(state_dict, _PCT_VIT_RULES, "PCT-Net ViT")
+        return rename_keys(state_dict, _PCT_CNN_RULES, "PCT-Net CNN")
+    return dict(state_dict)
+
+
+PCTNetCNN.checkpoint_filter_fn = staticmethod(official_pctnet_to_ours)
+PCTNetViT.checkpoint_filter_fn = staticmethod(official_pctnet_to_ours)
+
+
+# -- registered entrypoints ------------------------------------------------------------------
+
+_PAPER = dict(
+    paper_ids="arXiv:2303.13404",
+    paper_name="PCT-Net: Full Resolution Image Harmonization Using Pixel-Wise Color Transformations",
+    origin_url="https://github.com/rakutentech/PCT-Net-Image-Harmonization",
+    license="code: MPL-2.0 (rakutentech/PCT-Net-Image-Harmonization); weights trained on iHarmony4 (research use)",
+)
+_RAW = "https://github.com/rakutentech/PCT-Net-Image-Harmonization/raw/main/pretrained_models/"
+_CNN = dict(depth=4, ch=32, max_channels=512, batchnorm_from=2, attend_from=2, attention_mid_k=0.5, lowres_size=256, init="xavier_gluon")
+_VIT = dict(tr_r_enc_layers=9, tr_r_enc_head=2, dim_forward=2, ksize=4, lowres_size=256, init="normal")
+
+default_cfgs = {
+    "pctnet_cnn": PretrainedCfg(**_PAPER, input_size=(3, 1024, 1024), min_size=1, tiny_args=dict(max_channels=32, lowres_size=64)),
+    "pctnet_vit": PretrainedCfg(**_PAPER, input_size=(3, 1024, 1024), min_size=1, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                                tiny_args=dict(tr_r_enc_layers=1, lowres_size=32)),
+    "pctnet_cnn.rakuten_ihd4": PretrainedCfg(
+        url=_RAW + "PCTNet_CNN.pth", train_datasets=["HCOCO", "HFlickr", "Hday2night"], metric_protocol="idih",
+        notes="official checkpoint in the official key layout; converted on load",
+    ),
+    "pctnet_vit.rakuten_ihd4": PretrainedCfg(
+        url=_RAW + "PCTNet_ViT.pth", train_datasets=["HCOCO", "HFlickr", "Hday2night"], metric_protocol="idih",
+        notes="official checkpoint in the official key layout; converted on load",
+    ),
+}
+register_pretrained_cfgs(default_cfgs)
+
+
+def _build(cls: type, name: str, defaults: Dict[str, Any], kwargs: Dict[str, Any]) -> nn.Module:
+    args = dict(defaults)
+    args.update({k: v for k, v in kwargs.items() if v is not None})
+    ok = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+    unknown = sorted(k for k in args if k not in ok)
+    if unknown:
+        raise TypeError(f"model {name!r}: unexpected argument(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(sorted(ok))}")
+    return finalize_model(cls(**args), name, args)
+
+
+@register_model
+def pctnet_cnn(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """PCT-Net CNN (official ``CNN_pct``): S2AM UNet on a 256x256 view, affine colour
+    transforms applied at full resolution; 2,185,736 parameters."""
+    return _build(PCTNetCNN, "pctnet_cnn", _CNN, kwargs)
+
+
+@register_model
+def pctnet_vit(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """PCT-Net ViT (official ``ViT_pct``): 9-layer ViT on a 256x256 view; 4,809,896 parameters."""
+    return _build(PCTNetViT, "pctnet_vit", _VIT, kwargs)
