@@ -17,7 +17,7 @@ Stage layout (the :class:`~harmonykit.models.base.StageBackbone` protocol):
   ``decoder[depth-k-1]`` (the ``g`` of a split at ``k``) has the shape of ``e_{k-1}`` (``f``);
 - ``head``: the blending layer ``A * I + (1 - A) * to_rgb(F)`` with
   ``A = sigmoid(3 conv_attention(F))`` (``image_fusion=True``, iSSAM) or, without it (SSAM),
-  ``M * to_rgb(F) + (1 - M) * I`` with the mask M.
+  ``to_rgb(F)`` (the official SSAM does not composite with the mask).
 
 Inputs of any size that is a multiple of ``2**(depth-1)`` run (the official ``Predictor``
 zero-pads to multiples of ``2**(depth+1)``; ``harmonize()`` handles other sizes).
@@ -163,8 +163,7 @@ class SSAMDecoderStage(nn.Module):
 
 class SSAMHead(nn.Module):
     """Output head. ``image_fusion``: ``A * I + (1 - A) * to_rgb(F)``, ``A = sigmoid(3
-    conv_attention(F))``; otherwise ``M * to_rgb(F) + (1 - M) * I`` (mask M). I is the
-    normalised composite."""
+    conv_attention(F))``, I the normalised composite; otherwise ``to_rgb(F)``."""
 
     def __init__(self, in_channels: int, image_fusion: bool = True) -> None:
         super().__init__()
@@ -172,13 +171,10 @@ class SSAMHead(nn.Module):
         self.conv_attention = nn.Conv2d(in_channels, 1, kernel_size=1) if image_fusion else None
         self.to_rgb = nn.Conv2d(in_channels, 3, kernel_size=1)
 
-    def forward(
-        self, features: torch.Tensor, image: torch.Tensor, mask: torch.Tensor
-    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def forward(self, features: torch.Tensor, image: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         rgb = self.to_rgb(features)
         if self.conv_attention is None:
-            m = mask.to(rgb.dtype)
-            return m * rgb + (1 - m) * image, None
+            return rgb, None
         attention = torch.sigmoid(3.0 * self.conv_attention(features))
         return attention * image + (1.0 - attention) * rgb, attention
 
@@ -247,7 +243,7 @@ class SSAMBackbone(StageBackbone):
         batchnorm_from: first encoder stage with BatchNorm (the decoder always has it).
         attend_from: first decoder stage with S2AM (``-1``: none).
         attention_mid_k: width factor of the S2AM learning block.
-        image_fusion: iSSAM's blending layer; without it the output is composited with the mask.
+        image_fusion: iSSAM's blending layer; without it the output is ``to_rgb(F)`` (SSAM).
         init: weight init (``"xavier_gluon"``: the official training init).
 
     Forward: ``model(composite, mask)`` with composite ``(B, 3, H, W)`` in [0, 1], mask
@@ -286,7 +282,7 @@ class SSAMBackbone(StageBackbone):
         image = normalize(composite)
         x = torch.cat([image, mask.to(image.dtype)], dim=1)
         feats, f, g = run_ssam_unet(encoder, decoder, x, mask, split_depth)
-        out, attention = head(feats, image, mask)
+        out, attention = head(feats, image)
         return StageOutput(image=denormalize(out), image_normalized=out, attention=attention, features_in=f, features_out=g)
 
     @staticmethod
@@ -377,7 +373,7 @@ def issam(pretrained: bool = False, **kwargs: Any) -> nn.Module:
 
 @register_model
 def ssam256(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """SSAM-256 (Samsung ``ssam256``): ch 64, S2AM width factor 2, output composited with the mask."""
+    """SSAM-256 (Samsung ``ssam256``): ch 64, S2AM width factor 2, no blending layer."""
     return build_model("ssam256", dict(_ISSAM, ch=64, attention_mid_k=2.0, image_fusion=False), kwargs)
 
 
