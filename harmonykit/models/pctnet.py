@@ -43,6 +43,7 @@ __all__ = [
     "PCTNetViT",
     "ViTParamEncoder",
     "apply_color_transform",
+    "bicubic_resize",
     "official_lowres_view",
     "official_pctnet_to_ours",
     "pctnet_cnn",
@@ -61,8 +62,11 @@ def apply_color_transform(image: torch.Tensor, params: torch.Tensor) -> torch.Te
     Returns:
         ``(B, 3, H, W)`` (not clamped).
     """
-    m = params[:, :9].unflatten(1, (3, 3))  # (B, 3 out, 3 in, H, W)
-    return (m * image[:, None]).sum(dim=2) + params[:, 9:12]
+    # channel 3c + j holds M[c, j]: params[:, j:9:3] is column j of M for the 3 outputs
+    y = params[:, 0:9:3] * image[:, 0:1]
+    y = y + params[:, 1:9:3] * image[:, 1:2]
+    y = y + params[:, 2:9:3] * image[:, 2:3]
+    return y + params[:, 9:12]
 
 
 def official_lowres_view(
@@ -94,6 +98,67 @@ def official_lowres_view(
     return comp_t, torch.from_numpy(m)[:, None].float().to(device=mask.device, dtype=mask.dtype)
 
 
+_CUBIC_A = -0.75  # torch's (and OpenCV's) bicubic kernel
+
+
+def bicubic_taps(in_size: int, out_size: int, device: Any = None, dtype: torch.dtype = torch.float32) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Source indices and weights ``(4, out_size)`` of bicubic resizing along one axis, as
+    ``F.interpolate(mode="bicubic", align_corners=False)`` (A = -0.75, border taps clamped)."""
+    # float32 arithmetic as torch's CPU kernel: src = scale * (dst + 0.5) - 0.5 (no clamp for cubic)
+    scale = torch.tensor(in_size / out_size, dtype=torch.float32)
+    src = scale * (torch.arange(out_size, dtype=torch.float32) + 0.5) - 0.5
+    base = torch.floor(src)
+    t = src - base
+    a = _CUBIC_A
+
+    def near(x: torch.Tensor) -> torch.Tensor:  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: torch.Tensor) -> torch.Tensor:  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    weights = torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)])
+    idx = torch.stack([(base + k - 1).clamp(0, in_size - 1) for k in range(4)]).long()
+    return idx.to(device), weights.to(device=device, dtype=dtype)
+
+
+def _window_matrix(idx: torch.Tensor, weights: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Dense ``(n, stop - start)`` resampling matrix of taps ``idx``/``weights`` ``(4, n)``."""
+    n = idx.shape[1]
+    m = torch.zeros(n, stop - start, dtype=weights.dtype, device=weights.device)
+    rows = torch.arange(n, device=idx.device).expand(4, n)
+    m.index_put_((rows.reshape(-1), (idx - start).reshape(-1)), weights.reshape(-1), accumulate=True)
+    return m
+
+
+def bicubic_resize_width(x: torch.Tensor, width: int, block: int = 512) -> torch.Tensor:
+    """Bicubic resize of ``(B, C, h, w)`` along W only (``align_corners=False``), by blocks
+    of output columns, each a small matrix product over its source-column window."""
+    idx, wts = bicubic_taps(x.shape[-1], width, x.device, x.dtype)
+    out = []
+    for c0 in range(0, width, block):
+        c1 = min(width, c0 + block)
+        s0, s1 = int(idx[:, c0:c1].min()), int(idx[:, c0:c1].max()) + 1
+        out.append(torch.matmul(x[..., s0:s1], _window_matrix(idx[:, c0:c1], wts[:, c0:c1], s0, s1).t()))
+    return torch.cat(out, dim=-1)
+
+
+def bicubic_resize_height_rows(x: torch.Tensor, height: int, r0: int, r1: int, taps: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+    """Rows ``r0:r1`` of the bicubic resize of ``(B, C, h, W)`` to ``height`` rows (along H
+    only, ``align_corners=False``): ``(B, C, r1 - r0, W)``."""
+    iy, wy = taps if taps is not None else bicubic_taps(x.shape[-2], height, x.device, x.dtype)
+    s0, s1 = int(iy[:, r0:r1].min()), int(iy[:, r0:r1].max()) + 1
+    return torch.matmul(_window_matrix(iy[:, r0:r1], wy[:, r0:r1], s0, s1), x[:, :, s0:s1])
+
+
+def bicubic_resize(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Separable bicubic resize of ``(B, C, h, w)`` to ``size`` (what :class:`PCTNetCNN` and
+    :class:`PCTNetViT` use at full resolution); equals ``F.interpolate(x, size,
+    mode="bicubic", align_corners=False)`` up to float rounding."""
+    x = bicubic_resize_width(x, size[1])
+    return bicubic_resize_height_rows(x, size[0], 0, size[0])
+
+
 class _PCTNetBase(Harmonizer):
     """The full-resolution part shared by both variants: low-resolution view, parameter
     upsampling, transform, blend. Subclasses implement :meth:`predict` on the low-resolution
@@ -103,8 +168,10 @@ class _PCTNetBase(Harmonizer):
     std: torch.Tensor
     lowres_size: int
     blend_with_attention: bool
+    band_pixels: int = 1 << 20  # full-resolution pixels processed at once
 
     def _set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.identity_normalization = all(m == 0 for m in mean) and all(v == 1 for v in std)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
@@ -123,6 +190,50 @@ class _PCTNetBase(Harmonizer):
     def upsample_transform(params: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         """Low-resolution parameters ``(B, 12, h, w)`` -> full resolution (bicubic, as official)."""
         return F.interpolate(params, size=size, mode="bicubic", align_corners=False)
+
+    def fold_normalization(self, params: torch.Tensor) -> torch.Tensor:
+        """Parameters acting on the normalised image -> the same transform on the [0, 1] image:
+        ``M (x - mean) / std + b = (M / std) x + (b - M mean / std)`` (per pixel, exact in
+        exact arithmetic; upsampling is linear, so folding before it changes nothing)."""
+        if self.identity_normalization:
+            return params
+        inv_std = (1.0 / self.std.view(3)).to(params.dtype)
+        shift = (self.mean.view(3) / self.std.view(3)).to(params.dtype)
+        m = params[:, :9]
+        b = params[:, 9:12] - (m.unflatten(1, (3, 3)) * shift.view(1, 1, 3, 1, 1)).sum(dim=2)
+        return torch.cat([m * inv_std.repeat(3).view(1, 9, 1, 1), b], dim=1)
+
+    def apply_fullres(
+        self, composite: torch.Tensor, mask: torch.Tensor, params: torch.Tensor, blend: torch.Tensor
+    ) -> torch.Tensor:
+        """The official full-resolution branch on the [0, 1] scale, in bands of rows.
+
+        ``params`` ``(B, 12, h, w)`` (folded onto the [0, 1] image, see
+        :meth:`fold_normalization`) and, for the CNN, the blend map ``(B, 1, h, w)`` are
+        upsampled bicubic (as ``F.interpolate(..., mode="bicubic", align_corners=False)``,
+        separably: along W at low resolution once, then along H band by band); per band,
+        ``y = clamp(M x + b, 0, 1)`` and ``x + A (y - x)`` with A the upsampled attention (CNN)
+        or the full-resolution mask (ViT). Memory stays bounded at 4K (``band_pixels`` pixels
+        at once). Returns the full-resolution image ``(B, 3, H, W)`` on the [0, 1] scale
+        (``normalize`` of it is the official ``images_fullres``).
+        """
+        b, _, height, width = composite.shape
+        p = self.fold_normalization(params)
+        maps = torch.cat([p, blend.to(p.dtype)], dim=1) if self.blend_with_attention else p
+        maps = bicubic_resize_width(maps, width)  # (B, C, h, W)
+        taps = bicubic_taps(maps.shape[-2], height, maps.device, maps.dtype)
+        band = max(1, min(height, self.band_pixels // max(width, 1)))
+        out = composite.new_empty(b, 3, height, width, dtype=maps.dtype)
+        for r0 in range(0, height, band):
+            r1 = min(height, r0 + band)
+            up = bicubic_resize_height_rows(maps, height, r0, r1, taps)
+            x = composite[:, :, r0:r1].to(maps.dtype)
+            y = torch.addcmul(up[:, 9:12], up[:, 0:9:3], x[:, 0:1])
+            y = torch.addcmul(y, up[:, 1:9:3], x[:, 1:2])
+            y = torch.addcmul(y, up[:, 2:9:3], x[:, 2:3]).clamp(0, 1)
+            a = up[:, NUM_PARAMS:] if self.blend_with_attention else mask[:, :, r0:r1].to(y.dtype)
+            out[:, :, r0:r1] = torch.addcmul(x, a, y - x)
+        return out
 
     def predict(self, image_lowres: torch.Tensor, mask_lowres: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Normalised low-resolution image and mask -> (params ``(B, 12, h, w)``, blend map ``(B, 1, h, w)``)."""
@@ -177,16 +288,10 @@ class _PCTNetBase(Harmonizer):
         out_lr = self.transform(x_lr, params)
         out_lr = out_lr * blend + x_lr * (1 - blend)
 
-        size = tuple(composite.shape[-2:])
-        x = self.normalize(composite)
-        out = self.transform(x, self.upsample_transform(params, size))
-        if self.blend_with_attention:
-            a = F.interpolate(blend, size=size, mode="bicubic", align_corners=False)
-        else:
-            a = mask.to(out.dtype)
-        out = out * a + x * (1 - a)
+        image = self.apply_fullres(composite, mask, params, blend)
+        image_normalized = image if self.identity_normalization else self.normalize(image)
         extras = {"transform": params, "blend": blend, "image_lowres": self.denormalize(out_lr), "image_lowres_normalized": out_lr}
-        return HarmonizationOutput(image=self.denormalize(out), image_normalized=out, extras=extras)
+        return HarmonizationOutput(image=image, image_normalized=image_normalized, extras=extras)
 
 
 class PCTNetCNN(_PCTNetBase):

@@ -134,3 +134,28 @@ def test_lowres_view_is_the_official_one(tensors):
             c, m = model.lowres_view(tensors[f"{meta['name']}.composite"], tensors[f"{meta['name']}.mask"])
             torch.testing.assert_close(c, tensors[key], atol=0, rtol=0)
             torch.testing.assert_close(m, tensors[f"{meta['name']}.mask_lowres"], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("case", [c["name"] for c in CONFIG["cases"]])
+def test_banded_fullres_equals_official(case, tensors):
+    """The full-resolution branch runs in bands of rows (bounded memory at 4K): small bands
+    (7 rows, a partial last band) give the official output too."""
+    cfg = _config()
+    model = _model(cfg, DIR / "weights.safetensors")
+    comp, mask = tensors[f"{case}.composite"], tensors[f"{case}.mask"]
+    model.band_pixels = 7 * comp.shape[-1]
+    kw = {}
+    if f"{case}.composite_lowres" in tensors:
+        kw = dict(composite_lowres=tensors[f"{case}.composite_lowres"], mask_lowres=tensors[f"{case}.mask_lowres"])
+    with torch.no_grad():
+        out = model(comp, mask, **kw)
+    torch.testing.assert_close(out.image_normalized, tensors[f"{case}.eval.images_fullres"], **TOL)
+
+
+@pytest.mark.parametrize("src,dst", [((16, 16), (75, 50)), ((64, 64), (40, 52)), ((13, 29), (100, 31)), ((7, 5), (7, 5))])
+def test_separable_bicubic_equals_torch(src, dst):
+    from harmonykit.models.pctnet import bicubic_resize
+
+    x = torch.randn(2, 5, *src, generator=torch.Generator().manual_seed(0))
+    expected = torch.nn.functional.interpolate(x, size=dst, mode="bicubic", align_corners=False)
+    torch.testing.assert_close(bicubic_resize(x, dst), expected, atol=1e-5, rtol=1e-5)
