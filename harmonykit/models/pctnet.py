@@ -470,13 +470,14 @@ _PAPER = dict(
     origin_url="https://github.com/rakutentech/PCT-Net-Image-Harmonization",
     license="code: MPL-2.0 (rakutentech/PCT-Net-Image-Harmonization); weights trained on iHarmony4 (research use)",
 )
+# input_size: the low-resolution view the backbone runs at; the model itself takes any size
 _RAW = "https://github.com/rakutentech/PCT-Net-Image-Harmonization/raw/main/pretrained_models/"
 _CNN = dict(depth=4, ch=32, max_channels=512, batchnorm_from=2, attend_from=2, attention_mid_k=0.5, lowres_size=256, init="xavier_gluon")
 _VIT = dict(tr_r_enc_layers=9, tr_r_enc_head=2, dim_forward=2, ksize=4, lowres_size=256, init="normal")
 
 default_cfgs = {
-    "pctnet_cnn": PretrainedCfg(**_PAPER, input_size=(3, 1024, 1024), min_size=1, tiny_args=dict(max_channels=32, lowres_size=64)),
-    "pctnet_vit": PretrainedCfg(**_PAPER, input_size=(3, 1024, 1024), min_size=1, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+    "pctnet_cnn": PretrainedCfg(**_PAPER, input_size=(3, 256, 256), min_size=1, tiny_args=dict(max_channels=32, lowres_size=64)),
+    "pctnet_vit": PretrainedCfg(**_PAPER, input_size=(3, 256, 256), min_size=1, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
                                 tiny_args=dict(tr_r_enc_layers=1, lowres_size=32)),
     "pctnet_cnn.rakuten_ihd4": PretrainedCfg(
         url=_RAW + "PCTNet_CNN.pth", train_datasets=["HCOCO", "HFlickr", "Hday2night"], metric_protocol="idih",
