@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -70,14 +70,15 @@ def apply_color_transform(image: torch.Tensor, params: torch.Tensor) -> torch.Te
 
 
 def official_lowres_view(
-    composite: torch.Tensor, mask: Optional[torch.Tensor], size: int = 256
+    composite: torch.Tensor, mask: Optional[torch.Tensor], size: Any = 256
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """The official inference code's low-resolution view (needs ``opencv-python-headless``).
 
     ``composite (B, 3, H, W)`` in [0, 1] is quantised to uint8 (``round(255 x)``) and resized
     with ``cv2.resize(img, (size, size))`` (INTER_LINEAR), then divided by 255; the mask
-    ``(B, 1, H, W)`` is resized in float64 the same way. Returns float tensors on the input's
-    device and dtype: ``(B, 3, size, size)`` and ``(B, 1, size, size)`` (or ``None``).
+    ``(B, 1, H, W)`` is resized in float64 the same way. ``size``: a side or ``(h, w)``.
+    Returns float tensors on the input's device and dtype: ``(B, 3, h, w)`` and
+    ``(B, 1, h, w)`` (or ``None``).
     """
     try:
         import cv2
@@ -88,13 +89,14 @@ def official_lowres_view(
         ) from e
     import numpy as np
 
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     u8 = (composite.detach().float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    comp = np.stack([cv2.resize(np.ascontiguousarray(c), (size, size), interpolation=cv2.INTER_LINEAR) for c in u8])
+    comp = np.stack([cv2.resize(np.ascontiguousarray(c), (w, h), interpolation=cv2.INTER_LINEAR) for c in u8])
     comp_t = torch.from_numpy(comp).permute(0, 3, 1, 2).to(composite.device).float().div(255.0).to(composite.dtype)
     if mask is None:
         return comp_t, None
     m64 = mask.detach()[:, 0].cpu().double().numpy()
-    m = np.stack([cv2.resize(np.ascontiguousarray(x), (size, size), interpolation=cv2.INTER_LINEAR) for x in m64])
+    m = np.stack([cv2.resize(np.ascontiguousarray(x), (w, h), interpolation=cv2.INTER_LINEAR) for x in m64])
     return comp_t, torch.from_numpy(m)[:, None].float().to(device=mask.device, dtype=mask.dtype)
 
 
@@ -246,9 +248,12 @@ class _PCTNetBase(Harmonizer):
         composite_lowres: Optional[torch.Tensor] = None,
         mask_lowres: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The given low-resolution view, or the official one (:func:`official_lowres_view`)."""
+        """The given low-resolution view, or the official one (:func:`official_lowres_view`,
+        at ``lowres_size``, or at the size of the half of the view that is given)."""
         if composite_lowres is None or mask_lowres is None:
-            c, m = official_lowres_view(composite, mask if mask_lowres is None else None, self.lowres_size)
+            given = composite_lowres if composite_lowres is not None else mask_lowres
+            size = tuple(given.shape[-2:]) if given is not None else self.lowres_size
+            c, m = official_lowres_view(composite, mask if mask_lowres is None else None, size)
             composite_lowres = c if composite_lowres is None else composite_lowres
             mask_lowres = m if mask_lowres is None else mask_lowres
         for name, t, ch in (("composite_lowres", composite_lowres, 3), ("mask_lowres", mask_lowres, 1)):
