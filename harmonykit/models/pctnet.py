@@ -32,11 +32,13 @@ import torch.nn.functional as F
 
 from harmonykit.models._builder import finalize_model, register_model
 from harmonykit.models._pretrained import PretrainedCfg, register_pretrained_cfgs
-from harmonykit.models.base import Harmonizer
+from harmonykit.models.base import FeatureInfo, Harmonizer, StageBackbone, StageOutput
+from harmonykit.models.charmnet import make_charmnet_entrypoints
 from harmonykit.models.layers import init_weights
 from harmonykit.models.outputs import HarmonizationOutput
 from harmonykit.models.ssam import _SSAM_RULES, build_ssam_stages, rename_keys, run_ssam_unet
 from harmonykit.normalization import IMAGENET_MEAN, IMAGENET_STD
+from harmonykit.registry import BACKBONES
 
 __all__ = [
     "PCTNetCNN",
@@ -161,81 +163,117 @@ def bicubic_resize(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     return bicubic_resize_height_rows(x, size[0], 0, size[0])
 
 
-class _PCTNetBase(Harmonizer):
-    """The full-resolution part shared by both variants: low-resolution view, parameter
-    upsampling, transform, blend. Subclasses implement :meth:`predict` on the low-resolution
-    view."""
+def _normalize(x: torch.Tensor, config: Dict[str, Any]) -> torch.Tensor:
+    mean = torch.tensor(config["mean"], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(config["std"], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
 
-    mean: torch.Tensor
-    std: torch.Tensor
+
+def _denormalize(x: torch.Tensor, config: Dict[str, Any]) -> torch.Tensor:
+    mean = torch.tensor(config["mean"], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(config["std"], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return x * std + mean
+
+
+def _identity_normalization(config: Dict[str, Any]) -> bool:
+    return all(m == 0 for m in config["mean"]) and all(s == 1 for s in config["std"])
+
+
+def fold_normalization(params: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Parameters acting on the normalised image -> the same transform on the [0, 1] image:
+    ``M (x - mean) / std + b = (M / std) x + (b - M mean / std)`` (per pixel, exact in exact
+    arithmetic; upsampling is linear, so folding before it changes nothing)."""
+    inv_std = torch.tensor([1.0 / s for s in std], dtype=params.dtype, device=params.device)
+    shift = torch.tensor([m / s for m, s in zip(mean, std)], dtype=params.dtype, device=params.device)
+    m = params[:, :9]
+    b = params[:, 9:12] - (m.unflatten(1, (3, 3)) * shift.view(1, 1, 3, 1, 1)).sum(dim=2)
+    return torch.cat([m * inv_std.repeat(3).view(1, 9, 1, 1), b], dim=1)
+
+
+def pct_fullres(
+    config: Dict[str, Any], composite: torch.Tensor, mask: torch.Tensor, params: torch.Tensor, blend: torch.Tensor
+) -> torch.Tensor:
+    """The official full-resolution branch on the [0, 1] scale, in bands of rows.
+
+    ``params`` ``(B, 12, h, w)`` (folded onto the [0, 1] image, :func:`fold_normalization`)
+    and, with ``config["blend_with_attention"]`` (CNN), the blend map ``(B, 1, h, w)`` are
+    upsampled bicubic (as ``F.interpolate(..., mode="bicubic", align_corners=False)``,
+    separably: along W at low resolution once, then along H band by band); per band
+    ``y = clamp(M x + b, 0, 1)`` and ``x + A (y - x)`` with A the upsampled attention (CNN) or
+    the full-resolution mask (ViT). At most ``config["band_pixels"]`` pixels are processed at
+    once (bounded memory at 4K). Returns ``(B, 3, H, W)`` on the [0, 1] scale; its
+    normalisation is the official ``images_fullres``.
+    """
+    b, _, height, width = composite.shape
+    attention = bool(config["blend_with_attention"])
+    p = params if _identity_normalization(config) else fold_normalization(params, config["mean"], config["std"])
+    maps = torch.cat([p, blend.to(p.dtype)], dim=1) if attention else p
+    maps = bicubic_resize_width(maps, width)  # (B, C, h, W)
+    taps = bicubic_taps(maps.shape[-2], height, maps.device, maps.dtype)
+    band = max(1, min(height, int(config["band_pixels"]) // max(width, 1)))
+    out = composite.new_empty(b, 3, height, width, dtype=maps.dtype)
+    for r0 in range(0, height, band):
+        r1 = min(height, r0 + band)
+        up = bicubic_resize_height_rows(maps, height, r0, r1, taps)
+        x = composite[:, :, r0:r1].to(maps.dtype)
+        y = torch.addcmul(up[:, 9:12], up[:, 0:9:3], x[:, 0:1])
+        y = torch.addcmul(y, up[:, 1:9:3], x[:, 1:2])
+        y = torch.addcmul(y, up[:, 2:9:3], x[:, 2:3]).clamp(0, 1)
+        a = up[:, NUM_PARAMS:] if attention else mask[:, :, r0:r1].to(y.dtype)
+        out[:, :, r0:r1] = torch.addcmul(x, a, y - x)
+    return out
+
+
+def pct_outputs(
+    config: Dict[str, Any],
+    composite: torch.Tensor,
+    mask: torch.Tensor,
+    image_lowres: torch.Tensor,
+    params: torch.Tensor,
+    blend: torch.Tensor,
+) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
+    """Low- and full-resolution outputs from the predicted parameters.
+
+    ``image_lowres``: the normalised low-resolution view. Returns ``(image, image_normalized,
+    extras)`` (see :meth:`_PCTNetBase.forward`).
+    """
+    out_lr = _normalize(apply_color_transform(image_lowres, params).clamp(0, 1), config)
+    out_lr = out_lr * blend + image_lowres * (1 - blend)
+    image = pct_fullres(config, composite, mask, params, blend)
+    image_normalized = image if _identity_normalization(config) else _normalize(image, config)
+    extras = {"transform": params, "blend": blend, "image_lowres": _denormalize(out_lr, config), "image_lowres_normalized": out_lr}
+    return image, image_normalized, extras
+
+
+class _PCTNetBase(Harmonizer):
+    """What both variants share: the low-resolution view, the forward contract with its two
+    optional keywords, and the full-resolution branch (:func:`pct_fullres`). Subclasses
+    implement :meth:`predict` on the low-resolution view."""
+
+    mean: Tuple[float, float, float]
+    std: Tuple[float, float, float]
     lowres_size: int
     blend_with_attention: bool
     band_pixels: int = 1 << 20  # full-resolution pixels processed at once
 
-    def _set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.identity_normalization = all(m == 0 for m in mean) and all(v == 1 for v in std)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+    def pct_config(self) -> Dict[str, Any]:
+        """Plain values the full-resolution branch needs."""
+        return {
+            "mean": tuple(self.mean), "std": tuple(self.std), "blend_with_attention": self.blend_with_attention,
+            "band_pixels": int(self.band_pixels), "lowres_size": int(self.lowres_size),
+        }
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] image -> the network's input space."""
-        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        return _normalize(x, self.pct_config())
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.std.to(x.dtype) + self.mean.to(x.dtype)
-
-    def transform(self, image: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """``normalize(clamp(M x + b, 0, 1))`` with ``x`` the normalised image ``(B, 3, H, W)``."""
-        return self.normalize(apply_color_transform(image, params).clamp(0, 1))
+        return _denormalize(x, self.pct_config())
 
     @staticmethod
     def upsample_transform(params: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         """Low-resolution parameters ``(B, 12, h, w)`` -> full resolution (bicubic, as official)."""
         return F.interpolate(params, size=size, mode="bicubic", align_corners=False)
-
-    def fold_normalization(self, params: torch.Tensor) -> torch.Tensor:
-        """Parameters acting on the normalised image -> the same transform on the [0, 1] image:
-        ``M (x - mean) / std + b = (M / std) x + (b - M mean / std)`` (per pixel, exact in
-        exact arithmetic; upsampling is linear, so folding before it changes nothing)."""
-        if self.identity_normalization:
-            return params
-        inv_std = (1.0 / self.std.view(3)).to(params.dtype)
-        shift = (self.mean.view(3) / self.std.view(3)).to(params.dtype)
-        m = params[:, :9]
-        b = params[:, 9:12] - (m.unflatten(1, (3, 3)) * shift.view(1, 1, 3, 1, 1)).sum(dim=2)
-        return torch.cat([m * inv_std.repeat(3).view(1, 9, 1, 1), b], dim=1)
-
-    def apply_fullres(
-        self, composite: torch.Tensor, mask: torch.Tensor, params: torch.Tensor, blend: torch.Tensor
-    ) -> torch.Tensor:
-        """The official full-resolution branch on the [0, 1] scale, in bands of rows.
-
-        ``params`` ``(B, 12, h, w)`` (folded onto the [0, 1] image, see
-        :meth:`fold_normalization`) and, for the CNN, the blend map ``(B, 1, h, w)`` are
-        upsampled bicubic (as ``F.interpolate(..., mode="bicubic", align_corners=False)``,
-        separably: along W at low resolution once, then along H band by band); per band,
-        ``y = clamp(M x + b, 0, 1)`` and ``x + A (y - x)`` with A the upsampled attention (CNN)
-        or the full-resolution mask (ViT). Memory stays bounded at 4K (``band_pixels`` pixels
-        at once). Returns the full-resolution image ``(B, 3, H, W)`` on the [0, 1] scale
-        (``normalize`` of it is the official ``images_fullres``).
-        """
-        b, _, height, width = composite.shape
-        p = self.fold_normalization(params)
-        maps = torch.cat([p, blend.to(p.dtype)], dim=1) if self.blend_with_attention else p
-        maps = bicubic_resize_width(maps, width)  # (B, C, h, W)
-        taps = bicubic_taps(maps.shape[-2], height, maps.device, maps.dtype)
-        band = max(1, min(height, self.band_pixels // max(width, 1)))
-        out = composite.new_empty(b, 3, height, width, dtype=maps.dtype)
-        for r0 in range(0, height, band):
-            r1 = min(height, r0 + band)
-            up = bicubic_resize_height_rows(maps, height, r0, r1, taps)
-            x = composite[:, :, r0:r1].to(maps.dtype)
-            y = torch.addcmul(up[:, 9:12], up[:, 0:9:3], x[:, 0:1])
-            y = torch.addcmul(y, up[:, 1:9:3], x[:, 1:2])
-            y = torch.addcmul(y, up[:, 2:9:3], x[:, 2:3]).clamp(0, 1)
-            a = up[:, NUM_PARAMS:] if self.blend_with_attention else mask[:, :, r0:r1].to(y.dtype)
-            out[:, :, r0:r1] = torch.addcmul(x, a, y - x)
-        return out
 
     def predict(self, image_lowres: torch.Tensor, mask_lowres: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Normalised low-resolution image and mask -> (params ``(B, 12, h, w)``, blend map ``(B, 1, h, w)``)."""
@@ -290,16 +328,28 @@ class _PCTNetBase(Harmonizer):
         comp_lr, mask_lr = self.lowres_view(composite, mask, composite_lowres, mask_lowres)
         x_lr = self.normalize(comp_lr)
         params, blend = self.predict(x_lr, mask_lr.to(x_lr.dtype))
-        out_lr = self.transform(x_lr, params)
-        out_lr = out_lr * blend + x_lr * (1 - blend)
-
-        image = self.apply_fullres(composite, mask, params, blend)
-        image_normalized = image if self.identity_normalization else self.normalize(image)
-        extras = {"transform": params, "blend": blend, "image_lowres": self.denormalize(out_lr), "image_lowres_normalized": out_lr}
+        image, image_normalized, extras = pct_outputs(self.pct_config(), composite, mask, x_lr, params, blend)
         return HarmonizationOutput(image=image, image_normalized=image_normalized, extras=extras)
 
 
-class PCTNetCNN(_PCTNetBase):
+class PCTHead(nn.Module):
+    """PCT-Net CNN head on the last UNet feature: ``to_params`` (1x1 conv -> 12 parameters)
+    and the attention ``sigmoid(3 conv_attention(F))``. ``to_rgb`` exists in the official
+    model but its forward does not use it: it is kept, frozen (``requires_grad=False``), so
+    official checkpoints load strictly and the parameter count is the official one."""
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.conv_attention = nn.Conv2d(in_channels, 1, kernel_size=1)
+        self.to_rgb = nn.Conv2d(in_channels, 3, kernel_size=1)
+        self.to_params = nn.Conv2d(in_channels, NUM_PARAMS, kernel_size=1)
+
+    def forward(self, features: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.to_params(features), torch.sigmoid(3.0 * self.conv_attention(features))
+
+
+@BACKBONES.register("pctnet_cnn")
+class PCTNetCNN(_PCTNetBase, StageBackbone):
     """PCT-Net with the S2AM UNet backbone (official ``CNN_pct``): 2,185,736 parameters.
 
     Args:
@@ -308,12 +358,14 @@ class PCTNetCNN(_PCTNetBase):
         lowres_size: side of the square low-resolution view the model makes itself (256).
         init: weight init (``"xavier_gluon"``: the official training init).
 
-    ``head.to_rgb`` exists in the official model but is not used by its forward; it is kept
-    (frozen, ``requires_grad=False``) so official checkpoints load strictly and the parameter
-    count is the official one.
+    Implements the stage protocol on the low-resolution UNet (``encoder``, ``decoder``,
+    ``head`` = :class:`PCTHead`), so the domain adapters (``charmnet_pctnet_cnn``) split it;
+    through an adapter the view is always the official one.
     """
 
     blend_with_attention = True
+    mean = IMAGENET_MEAN
+    std = IMAGENET_STD
 
     def __init__(
         self,
@@ -327,14 +379,13 @@ class PCTNetCNN(_PCTNetBase):
         init: str = "xavier_gluon",
     ) -> None:
         super().__init__()
-        self._set_normalization(IMAGENET_MEAN, IMAGENET_STD)
         self.encoder, self.decoder, chs = build_ssam_stages(depth, ch, max_channels, batchnorm_from, attend_from, attention_mid_k)
-        self.head = nn.Module()
-        self.head.conv_attention = nn.Conv2d(chs[0], 1, kernel_size=1)
-        self.head.to_rgb = nn.Conv2d(chs[0], 3, kernel_size=1)
-        self.to_params = nn.Conv2d(chs[0], NUM_PARAMS, kernel_size=1)
+        self.encoder_channels = chs
+        self.head = PCTHead(chs[0])
+        self.feature_info = [FeatureInfo(c, 2**i, f"encoder.{i}") for i, c in enumerate(chs)]
         self.lowres_size = int(lowres_size)
         self.lowres_divisor = 2 ** (depth - 1)
+        self.init_scheme = init
         init_weights(self, init)
         self.head.to_rgb.requires_grad_(False)
         self.check_lowres_size(self.lowres_size, self.lowres_size)
@@ -347,8 +398,22 @@ class PCTNetCNN(_PCTNetBase):
     def predict(self, image_lowres: torch.Tensor, mask_lowres: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         x = torch.cat([image_lowres, mask_lowres], dim=1)
         feats, _, _ = run_ssam_unet(self.encoder, self.decoder, x, mask_lowres)
-        attention = torch.sigmoid(3.0 * self.head.conv_attention(feats))
-        return self.to_params(feats), attention
+        return self.head(feats)
+
+    # -- stage protocol (domain adapters) ---------------------------------------------------
+    def stage_config(self) -> Dict[str, Any]:
+        return self.pct_config()
+
+    @classmethod
+    def run_stages(cls, config, encoder, decoder, head, composite, mask, split_depth=None) -> StageOutput:
+        """Official view (cv2 to ``lowres_size``), UNet on it, full-resolution transform;
+        ``features_in`` / ``features_out`` are low-resolution UNet features."""
+        comp_lr, mask_lr = official_lowres_view(composite, mask, config["lowres_size"])
+        x_lr = _normalize(comp_lr, config)
+        feats, f, g = run_ssam_unet(encoder, decoder, torch.cat([x_lr, mask_lr.to(x_lr.dtype)], dim=1), mask_lr, split_depth)
+        params, blend = head(feats)
+        image, image_normalized, extras = pct_outputs(config, composite, mask, x_lr, params, blend)
+        return StageOutput(image=image, image_normalized=image_normalized, features_in=f, features_out=g, extras=extras)
 
 
 class ViTParamEncoder(nn.Module):
@@ -400,6 +465,8 @@ class PCTNetViT(_PCTNetBase):
     """
 
     blend_with_attention = False
+    mean = (0.0, 0.0, 0.0)
+    std = (1.0, 1.0, 1.0)
 
     def __init__(
         self,
@@ -411,7 +478,6 @@ class PCTNetViT(_PCTNetBase):
         init: str = "normal",
     ) -> None:
         super().__init__()
-        self._set_normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
         self.encoder = ViTParamEncoder(NUM_PARAMS, ksize, tr_r_enc_head, tr_r_enc_layers, dim_forward=dim_forward)
         self.to_params = nn.Conv2d(NUM_PARAMS, NUM_PARAMS, kernel_size=1)
         self.lowres_size = int(lowres_size)
@@ -436,7 +502,7 @@ class PCTNetViT(_PCTNetBase):
 
 
 # -- official checkpoint layout ------------------------------------------------------------
-_PCT_CNN_RULES = list(_SSAM_RULES) + [(re.compile(r"^get_params\.(.+)$"), lambda m: f"to_params.{m[1]}")]
+_PCT_CNN_RULES = list(_SSAM_RULES) + [(re.compile(r"^get_params\.(.+)$"), lambda m: f"head.to_params.{m[1]}")]
 _PCT_VIT_RULES = [
     (re.compile(r"^encoder\.patch_to_embedding\.1\.(.+)$"), lambda m: f"encoder.patch_embed.{m[1]}"),
     (re.compile(r"^encoder\.transformer_enc\.layers\.(.+)$"), lambda m: f"encoder.transformer.layers.{m[1]}"),
@@ -517,3 +583,11 @@ def pctnet_cnn(pretrained: bool = False, **kwargs: Any) -> nn.Module:
 def pctnet_vit(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """PCT-Net ViT (official ``ViT_pct``): 9-layer ViT on a 256x256 view; 4,809,896 parameters."""
     return _build(PCTNetViT, "pctnet_vit", _VIT, kwargs)
+
+
+_ENTRIES = make_charmnet_entrypoints(
+    "pctnet_cnn", dict(_CNN, backbone="pctnet_cnn", init="normal"), dict(ch=8, max_channels=16, lowres_size=64), split_depth=3
+)
+for _name, _fn in _ENTRIES.items():
+    globals()[_name] = _fn
+    __all__.append(_name)

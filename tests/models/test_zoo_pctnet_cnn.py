@@ -163,3 +163,19 @@ def test_separable_bicubic_equals_torch(src, dst):
     x = torch.randn(2, 5, *src, generator=torch.Generator().manual_seed(0))
     expected = torch.nn.functional.interpolate(x, size=dst, mode="bicubic", align_corners=False)
     torch.testing.assert_close(bicubic_resize(x, dst), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_official_checkpoint_fills_charmnet_real_branch(tmp_path, official_weights, tensors):
+    """An official PCT-Net CNN checkpoint loaded into charmnet_pctnet_cnn initialises the real
+    branch and the shared stages: the real domain reproduces the official output (through the
+    adapter the view is always the official one)."""
+    cfg = _config()
+    cases = [c for c in cfg["cases"] if c["official_view"] and "eval" in c["modes"]]
+    assert cases, "the fixture set has no eval case with the official view"
+    meta = min(cases, key=lambda c: c["batch"] * c["size"][0] * c["size"][1])
+    model = harmonykit.create_model("charmnet_pctnet_cnn", checkpoint_path=DIR / "weights.safetensors", **cfg["model_args"])
+    name = meta["name"]
+    with torch.no_grad():
+        out = model(tensors[f"{name}.composite"], tensors[f"{name}.mask"], domain="real")
+    torch.testing.assert_close(out.image_normalized, tensors[f"{name}.eval.images_fullres"], **TOL)
+    assert out.features_in.shape == out.features_out.shape
