@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 NUM_PARAMS = 12  # 3x3 matrix + 3 offsets
+_COLUMN_MAJOR = [0, 3, 6, 1, 4, 7, 2, 5, 8, 9, 10, 11]  # M row-major -> column-major, then b
 
 
 def apply_color_transform(image: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
@@ -207,20 +208,26 @@ def pct_fullres(
     b, _, height, width = composite.shape
     attention = bool(config["blend_with_attention"])
     p = params if _identity_normalization(config) else fold_normalization(params, config["mean"], config["std"])
+    p = p[:, _COLUMN_MAJOR]  # channels [M[:, 0], M[:, 1], M[:, 2], b]: contiguous slices below
     maps = torch.cat([p, blend.to(p.dtype)], dim=1) if attention else p
     maps = bicubic_resize_width(maps, width)  # (B, C, h, W)
     taps = bicubic_taps(maps.shape[-2], height, maps.device, maps.dtype)
     band = max(1, min(height, int(config["band_pixels"]) // max(width, 1)))
     out = composite.new_empty(b, 3, height, width, dtype=maps.dtype)
+    grad = torch.is_grad_enabled()
     for r0 in range(0, height, band):
         r1 = min(height, r0 + band)
         up = bicubic_resize_height_rows(maps, height, r0, r1, taps)
         x = composite[:, :, r0:r1].to(maps.dtype)
-        y = torch.addcmul(up[:, 9:12], up[:, 0:9:3], x[:, 0:1])
-        y = torch.addcmul(y, up[:, 1:9:3], x[:, 1:2])
-        y = torch.addcmul(y, up[:, 2:9:3], x[:, 2:3]).clamp(0, 1)
-        a = up[:, NUM_PARAMS:] if attention else mask[:, :, r0:r1].to(y.dtype)
-        out[:, :, r0:r1] = torch.addcmul(x, a, y - x)
+        a = up[:, NUM_PARAMS:] if attention else mask[:, :, r0:r1].to(maps.dtype)
+        y = torch.addcmul(up[:, 9:12], up[:, 0:3], x[:, 0:1])
+        if grad:  # out-of-place: autograd
+            y = torch.addcmul(y, up[:, 3:6], x[:, 1:2])
+            y = torch.addcmul(y, up[:, 6:9], x[:, 2:3]).clamp(0, 1)
+            out[:, :, r0:r1] = torch.addcmul(x, a, y - x)
+        else:  # in place (inference at 4K: fewer passes over memory)
+            y.addcmul_(up[:, 3:6], x[:, 1:2]).addcmul_(up[:, 6:9], x[:, 2:3]).clamp_(0, 1).sub_(x)
+            torch.addcmul(x, a, y, out=out[:, :, r0:r1])
     return out
 
 
@@ -360,7 +367,8 @@ class PCTNetCNN(_PCTNetBase, StageBackbone):
 
     Implements the stage protocol on the low-resolution UNet (``encoder``, ``decoder``,
     ``head`` = :class:`PCTHead`), so the domain adapters (``charmnet_pctnet_cnn``) split it;
-    through an adapter the view is always the official one.
+    through an adapter the view is always the official one, and ``feature_info`` strides are
+    relative to that view.
     """
 
     blend_with_attention = True
