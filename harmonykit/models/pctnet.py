@@ -93,7 +93,7 @@ def official_lowres_view(
     import numpy as np
 
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    u8 = (composite.detach().float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    u8 = composite.detach().float().mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     comp = np.stack([cv2.resize(np.ascontiguousarray(c), (w, h), interpolation=cv2.INTER_LINEAR) for c in u8])
     comp_t = torch.from_numpy(comp).permute(0, 3, 1, 2).to(composite.device).float().div(255.0).to(composite.dtype)
     if mask is None:
