@@ -15,6 +15,8 @@ from harmonykit.models import rainnet  # noqa: F401  (RainNet, charmnet_rainnet*
 from harmonykit.models import hao_attention  # noqa: F401  (Hao et al. BMVC 2020)
 from harmonykit.models import dovenet  # noqa: F401  (DoveNet generator, discriminators, losses)
 from harmonykit.models import harmonizer  # noqa: F401  (registers the Harmonizer entrypoint)
+from harmonykit.models import ssam  # noqa: F401  (iSSAM / SSAM, charmnet_issam)
+from harmonykit.models import pctnet  # noqa: F401  (PCT-Net CNN / ViT)
 
 __all__ = [
     "Harmonizer",

@@ -51,6 +51,7 @@ class _DomainNetBase(Harmonizer):
         self.feature_reduction = backbone.split_reduction(split_depth)
         self.feature_info = list(backbone.feature_info)
         self.size_divisor, self.min_size = backbone.size_divisor, backbone.min_size
+        self.native_resolution = getattr(backbone, "native_resolution", False)
         self._backbone_cls = type(backbone)
         self._stage_config = backbone.stage_config()
         self.init_scheme = getattr(backbone, "init_scheme", "torch")
