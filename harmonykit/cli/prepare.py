@@ -14,10 +14,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="raw dataset root (iHarmony4, RdHarmony or folder layout)")
     parser.add_argument("dst", help="output root (created; reruns update it)")
     parser.add_argument("--max-size", type=int, default=1024,
-                        help="cap on the longer side in pixels (default 1024, as the official iDIH README); "
-                             "0 keeps sizes and only normalises formats")
+                        help="cap on the longer side in pixels (default 1024, as the official iDIH "
+                             "README); 0 keeps sizes and only normalises formats")
     parser.add_argument("--workers", type=int, default=0, help="decoding processes (default 0: this process)")
-    parser.add_argument("--quality", type=int, default=95, help="JPEG quality of re-encoded images (default 95)")
+    parser.add_argument("--quality", type=int, default=95,
+                        help="JPEG quality of re-encoded images (default 95)")
     parser.add_argument("--format", choices=("files",), default="files",
                         help="output format (files: the same layout as SRC)")
     parser.add_argument("--verify", action="store_true",

@@ -30,7 +30,6 @@ import hashlib
 import io as _io
 import logging
 import os
-import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -101,7 +100,7 @@ class PreparedInfo:
     complete: bool = True
 
     def __str__(self) -> str:
-        state = "" if self.complete else " (INCOMPLETE: interrupted or had errors; run harmonykit prepare again)"
+        state = "" if self.complete else " (INCOMPLETE: interrupted or had errors; run prepare again)"
         return (f"prepared: max_size={self.max_size}, jpeg quality={self.quality}, {self.files} files, "
                 f"from {self.source}{state}")
 
@@ -126,8 +125,10 @@ def _read_prepared(path: str, mtime_ns: int, nbytes: int) -> Optional[PreparedIn
     try:
         m = json.loads(p.read_text())
         s = m["settings"]
-        return PreparedInfo(str(p.parent), s.get("max_size"), int(s.get("quality", 95)), str(m.get("format", "")),
-                            str(m.get("source", "")), len(m.get("files", {})), bool(m.get("complete", False)))
+        return PreparedInfo(
+            str(p.parent), s.get("max_size"), int(s.get("quality", 95)), str(m.get("format", "")),
+            str(m.get("source", "")), len(m.get("files", {})), bool(m.get("complete", False)),
+        )
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         _logger.warning("%s: not a readable harmonykit prepare manifest (%s); root treated as raw", p, e)
         return None
@@ -318,7 +319,7 @@ def prepare_dataset(
 
     Args:
         src: the raw dataset root.
-        dst: the output root (created; must not be ``src`` or inside it... unless skipped by name).
+        dst: the output root (created; not ``src`` itself; a ``dst`` inside ``src`` is left out of the walk).
         max_size: cap on the longer side in pixels (None: no resize, formats normalised only).
         workers: processes decoding in parallel (0: in this process).
         quality: JPEG / WebP quality of re-encoded images (95).
@@ -361,7 +362,8 @@ def prepare_dataset(
     old = _load_manifest(dst_p)
     old_files: Dict[str, Any] = old.get("files", {}) if old.get("settings") == settings else {}
     if old.get("files") and not old_files:
-        _logger.info("%s: settings changed (%s -> %s); everything is prepared again", dst_p, old.get("settings"), settings)
+        _logger.info("%s: settings changed (%s -> %s); everything is prepared again",
+                     dst_p, old.get("settings"), settings)
 
     plan = _plan(src_p, dst_p)
     result = PrepareResult(str(dst_p))
@@ -424,7 +426,8 @@ def prepare_dataset(
                 if nxt is None:
                     return False
                 kind, rel_src, rel_out, facts = nxt
-                fut = pool.submit(_prepare_one, kind, str(src_p / rel_src), str(dst_p / rel_out), max_size, quality)
+                fut = pool.submit(_prepare_one, kind, str(src_p / rel_src), str(dst_p / rel_out),
+                                  max_size, quality)
                 pending[fut] = (rel_out, facts)
                 return True
 
