@@ -108,6 +108,21 @@ def stage_times(root: Path, subset: str, repeats: int = 3) -> None:
         print(f"  {name:<36} {1000 * med(fn):8.1f} ms", flush=True)
 
 
+def _shard_rate(prepared: Path, workers: int, samples: int, batch: int, device: torch.device) -> float:
+    from harmonykit.data import ShardDataset
+
+    ds = _Repeat(ShardDataset(prepared, view=f"{prepared.name}_test",
+                              transform=RandomResizedCropSample(size=256)), samples)
+    loader = make_loader(ds, batch, shuffle=False, num_workers=workers, drop_last=False,
+                         pin_memory=device.type == "cuda")
+    n = 0
+    t0 = time.perf_counter()
+    for b in loader:
+        n += batch_to_device(b, device)["composite"].shape[0]
+    _sync(device)
+    return n / (time.perf_counter() - t0)
+
+
 def prepared_vs_raw(root: Path, subset: str, workers: List[int], samples: int, raw_samples: int, batch: int,
                     device: torch.device, prepared_root: Optional[Path] = None, max_size: int = 1024) -> None:
     """samples/s per worker on the raw subset and on its prepared copy (decode + crop in workers)."""
@@ -119,17 +134,21 @@ def prepared_vs_raw(root: Path, subset: str, workers: List[int], samples: int, r
         prepared_root = Path(tmp.name)
     try:
         t0 = time.perf_counter()
-        res = prepare_dataset(root / subset, prepared_root / subset, max_size=max_size, progress=False)
+        res = prepare_dataset(root / subset, prepared_root / subset, max_size=max_size, progress=False,
+                              format="shards")
         print(f"prepare {root / subset} -> {prepared_root / subset} (max_size={max_size}): "
               f"{len(res.done)} written, {len(res.skipped)} up to date in {time.perf_counter() - t0:.1f} s")
-        head = f"{'workers':>7} {'raw samples/s/worker':>21} {'prepared samples/s/worker':>26} {'ratio':>7}"
+        head = (f"{'workers':>7} {'raw samples/s/worker':>21} {'prepared samples/s/worker':>26} {'ratio':>7}"
+                f" {'shards samples/s/worker':>24}")
         print(head, flush=True)
         print("-" * len(head))
         for w in workers:
             raw = run_case(root, None, "worker", w, raw_samples, batch, device, False, subset)
             ready = run_case(prepared_root, None, "worker", w, samples, batch, device, False, subset)
+            shards = _shard_rate(prepared_root / subset, w, samples, batch, device)
             per = max(w, 1)
-            print(f"{w:>7} {raw / per:>21.2f} {ready / per:>26.2f} {ready / raw:>6.1f}x", flush=True)
+            print(f"{w:>7} {raw / per:>21.2f} {ready / per:>26.2f} {ready / raw:>6.1f}x {shards / per:>24.2f}",
+                  flush=True)
     finally:
         if tmp is not None:
             tmp.cleanup()

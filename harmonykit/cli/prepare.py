@@ -19,8 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=0, help="decoding processes (default 0: this process)")
     parser.add_argument("--quality", type=int, default=95,
                         help="JPEG quality of re-encoded images (default 95)")
-    parser.add_argument("--format", choices=("files",), default="files",
-                        help="output format (files: the same layout as SRC)")
+    parser.add_argument("--format", choices=("files", "shards"), default="files",
+                        help="files: the same layout as SRC; shards: that, plus each subset/split packed into "
+                             "tar shards under DST/shards/ (read with DATASETS 'prepared_shards')")
+    parser.add_argument("--shard-samples", type=int, default=1000, help="samples per tar shard (default 1000)")
     parser.add_argument("--verify", action="store_true",
                         help="re-hash outputs that look up to date (default: byte size + source size/mtime)")
 
@@ -29,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from harmonykit.data.prepare import prepare_dataset
 
     res = prepare_dataset(args.src, args.dst, max_size=args.max_size or None, workers=args.workers,
-                          quality=args.quality, verify=args.verify, format=args.format)
+                          quality=args.quality, verify=args.verify, format=args.format,
+                          shard_samples=args.shard_samples)
     print(res.summary())
     return 0

@@ -160,7 +160,8 @@ class HarmonizationDataset(Dataset):
             cap = self.prepared.max_size
             note = (f"; its images are at most {cap} px, not the max_size={self.max_size} asked for"
                     if cap and self.max_size is not None and self.max_size > cap else "")
-            _logger.info("%s: reading a prepared root (%s)%s", description, self.prepared, note)
+            _logger.log(logging.INFO if note else logging.DEBUG, "%s: reading a prepared root (%s)%s",
+                        description, self.prepared, note)
         self.description = description
         self.skipped = 0  # samples dropped at construction or skipped while loading (this process)
         self.problems: List[Problem] = list(problems)

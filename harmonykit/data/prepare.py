@@ -258,7 +258,11 @@ def _plan(src: Path, dst: Path) -> List[Tuple[str, str, str]]:
     owners: Dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(src):
         dp = Path(dirpath)
-        dirnames[:] = sorted(n for n in dirnames if not n.startswith(".") and (dp / n).resolve() != dst)
+        dirnames[:] = sorted(
+            n for n in dirnames
+            if not n.startswith(".") and (dp / n).resolve() != dst
+            and not (dp == src and n == "shards" and (src / MANIFEST_NAME).is_file())
+        )
         for name in sorted(filenames):
             if name.startswith(".") or (dp == src and name == MANIFEST_NAME):
                 continue
@@ -314,6 +318,7 @@ def prepare_dataset(
     verify: bool = False,
     progress: Optional[bool] = None,
     format: str = "files",
+    shard_samples: int = 1000,
 ) -> PrepareResult:
     """Write a training-ready copy of ``src`` (an iHarmony4, RdHarmony or folder root) to ``dst``.
 
@@ -325,7 +330,9 @@ def prepare_dataset(
         quality: JPEG / WebP quality of re-encoded images (95).
         verify: on a rerun, also re-hash outputs that look up to date (default: byte size only).
         progress: show a progress bar (None: unless ``HARMONYKIT_DISABLE_PROGRESS``).
-        format: ``"files"`` (the only one so far).
+        format: ``"files"`` (the same layout as ``src``) or ``"shards"`` (that, then every view
+            packed into tar shards under ``dst/shards/``: :mod:`harmonykit.data.shards`).
+        shard_samples: samples per tar shard.
 
     Returns:
         a :class:`PrepareResult`.
@@ -341,8 +348,8 @@ def prepare_dataset(
 
     from .check import detect_format
 
-    if format != "files":
-        raise ValueError(f"format={format!r}; only 'files' is implemented")
+    if format not in ("files", "shards"):
+        raise ValueError(f"format={format!r}; expected 'files' or 'shards'")
     if max_size is not None and int(max_size) < 1:
         raise ValueError(f"max_size={max_size!r}; expected a positive number of pixels or None")
     src_p, dst_p = Path(src).expanduser().resolve(), Path(dst).expanduser().resolve()
@@ -358,7 +365,7 @@ def prepare_dataset(
         _logger.info("%s: removed %d temporary file(s) of an interrupted run", dst_p, stale_tmp)
 
     settings = {"max_size": None if max_size is None else int(max_size), "quality": int(quality),
-                "mask": "8-bit single-channel PNG", "format": format}
+                "mask": "8-bit single-channel PNG"}
     old = _load_manifest(dst_p)
     old_files: Dict[str, Any] = old.get("files", {}) if old.get("settings") == settings else {}
     if old.get("files") and not old_files:
@@ -469,6 +476,22 @@ def prepare_dataset(
         bar.close()
         if pool is not None:
             pool.shutdown(wait=True)
+    if format == "shards" and not result.errors:
+        from .shards import SHARDS_DIR, shard_views, write_shards
+
+        save(True)  # the files are complete; the shards are read from them
+
+        views = shard_views(dst_p)
+        if (result.done or result.removed or not views or old.get("shards") != views
+                or old.get("shard_samples") != shard_samples):
+            for vdir in write_shards(dst_p, shard_samples=shard_samples, progress=progress):
+                result.done.append(vdir.relative_to(dst_p).as_posix() + "/")
+            views = shard_views(dst_p)
+        manifest["shards"], manifest["shard_samples"] = views, shard_samples
+        _logger.debug("%s/%s: %s", dst_p, SHARDS_DIR, views)
+    elif old.get("shards"):
+        # a files-only rerun leaves the shards as they are (stale if files changed); a shards run rebuilds
+        manifest["shards"], manifest["shard_samples"] = [], old.get("shard_samples")
     save(not result.errors)
     result.seconds = time.perf_counter() - t0
     if result.errors:

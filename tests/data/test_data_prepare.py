@@ -309,3 +309,62 @@ def test_real_hadobe5k(tmp_path: Path):
         assert torch.equal(a["mask"], b["mask"])
         for k in ("composite", "real"):
             assert (a[k] - b[k]).abs().mean() < 0.01, k  # JPEG quality 95 re-encode of the same pixels
+
+
+# --------------------------------------------------------------------------------------
+def test_shards_match_files_and_rebuild_on_change(src: Path, tmp_path: Path):
+    import tarfile
+
+    from harmonykit.data.shards import ShardDataset
+    from harmonykit.registry import DATASETS
+
+    dst = tmp_path / "prep"
+    _prep(src, dst, format="shards", shard_samples=2)
+    vdir = dst / "shards" / "HSyn_train"
+    tars = sorted(vdir.glob("shard-*.tar"))
+    assert [t.name for t in tars] == ["shard-00000.tar", "shard-00001.tar"]  # 3 samples, 2 per shard
+    with tarfile.open(tars[0]) as tar:
+        names = tar.getnames()
+    assert names[:4] == ["00000000.composite.jpg", "00000000.real.jpg", "00000000.mask.png", "00000000.json"]
+    assert _manifest(dst)["shards"] == ["HSyn_train"]
+    files = IHarmony4Dataset(dst, split="train")
+    sh = DATASETS.create("prepared_shards", root=dst)
+    assert isinstance(sh, ShardDataset) and len(sh) == len(files) == 3
+    for i in range(len(sh)):
+        a, b = files[i], sh[i]
+        assert a["name"] == b["name"] and a["domain"] == b["domain"]
+        for k in ("composite", "real", "mask"):
+            assert torch.equal(a[k], b[k]), (a["name"], k)
+    # the shards are read from a worker process too (per-process file handles)
+    loader = torch.utils.data.DataLoader(sh, batch_size=None, num_workers=1)
+    assert [s["name"] for s in loader] == [r.name for r in files.records]
+
+    stamp = (vdir / "index.json").stat().st_mtime_ns
+    assert _prep(src, dst, format="shards", shard_samples=2).done == []
+    assert (vdir / "index.json").stat().st_mtime_ns == stamp
+    comp = src / "HSyn/composite_images/b_1_1.png"
+    st = comp.stat()
+    os.utime(comp, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert _prep(src, dst, format="shards", shard_samples=2).done == ["HSyn/composite_images/b_1_1.png",
+                                                                      "shards/HSyn_train/"]
+    with pytest.raises(FileNotFoundError, match="shard"):
+        ShardDataset(tmp_path / "nowhere")
+
+
+def test_shards_rdharmony_labels(tmp_path: Path):
+    from harmonykit.data.shards import ShardDataset
+
+    root = tmp_path / "rd"
+    d = root / "SHuman"
+    for sub in ("composite_images", "masks", "real_images"):
+        (d / sub).mkdir(parents=True)
+    Image.fromarray(_mask(*SMALL)).save(d / "masks" / "s1.png")
+    Image.fromarray(_rgb(*SMALL, 1)).save(d / "composite_images" / "s1-3_7.png")
+    Image.fromarray(_rgb(*SMALL, 2)).save(d / "real_images" / "s1-3.png")
+    (d / "SHuman_all_labeled.txt").write_text("SHuman/composite_images/s1-3_7.png\t0.25_0_0.75_0_0_0_0_0_0_0\t3\n")
+    dst = tmp_path / "prep"
+    _prep(root, dst, format="shards")
+    a, b = RdHarmonyDataset(dst)[0], ShardDataset(dst, view="SHuman_all_labeled")[0]
+    assert b["domain"] == "rendered" and int(b["style"]) == 2
+    assert torch.equal(a["style_soft"], b["style_soft"]) and b["style_soft"].dtype == torch.float64
+    assert torch.equal(a["composite"], b["composite"]) and torch.equal(a["mask"], b["mask"])
