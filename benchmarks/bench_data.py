@@ -6,19 +6,25 @@ Reads the HAdobe5k triplets (4256x2832 JPEG composite and real, PNG mask) of
 * decode at full size or reduced (``max_size=1024``, JPEG DCT scaling + resize);
 * the crop done per sample in DataLoader workers (CPU, ``RandomResizedCropSample``), or on the
   collated batch with kornia on ``--device`` (``AlignedRandomResizedCrop``);
-* optionally (``--synthetic``) the online synthetic-composite augmentation on the cropped batch.
+* optionally (``--synthetic``) the online synthetic-composite augmentation on the cropped batch;
+* ``--prepared``: the raw root against its ``harmonykit prepare`` copy (``max_size=1024``, written
+  to a temporary folder, or ``--prepared-root``): samples/s per worker (decode + crop to 256 in the
+  worker, full-size raw decode as training on the raw root does) and their ratio.
 
 Usage::
 
     HARMONYKIT_REAL_DATA=../shared/data python benchmarks/bench_data.py --samples 48 --workers 0 2
+    HARMONYKIT_REAL_DATA=../shared/data python benchmarks/bench_data.py --prepared --only-prepared \
+        --raw-samples 8 --samples 64 --workers 0 2
 """
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import torch
 from torch.utils.data import Dataset
@@ -102,6 +108,52 @@ def stage_times(root: Path, subset: str, repeats: int = 3) -> None:
         print(f"  {name:<36} {1000 * med(fn):8.1f} ms", flush=True)
 
 
+def _shard_rate(prepared: Path, workers: int, samples: int, batch: int, device: torch.device) -> float:
+    from harmonykit.data import ShardDataset
+
+    ds = _Repeat(ShardDataset(prepared, view=f"{prepared.name}_test",
+                              transform=RandomResizedCropSample(size=256)), samples)
+    loader = make_loader(ds, batch, shuffle=False, num_workers=workers, drop_last=False,
+                         pin_memory=device.type == "cuda")
+    n = 0
+    t0 = time.perf_counter()
+    for b in loader:
+        n += batch_to_device(b, device)["composite"].shape[0]
+    _sync(device)
+    return n / (time.perf_counter() - t0)
+
+
+def prepared_vs_raw(root: Path, subset: str, workers: List[int], samples: int, raw_samples: int, batch: int,
+                    device: torch.device, prepared_root: Optional[Path] = None, max_size: int = 1024) -> None:
+    """samples/s per worker on the raw subset and on its prepared copy (decode + crop in workers)."""
+    from harmonykit.data.prepare import prepare_dataset
+
+    tmp = None
+    if prepared_root is None:
+        tmp = tempfile.TemporaryDirectory(prefix="hk_prepared_")
+        prepared_root = Path(tmp.name)
+    try:
+        t0 = time.perf_counter()
+        res = prepare_dataset(root / subset, prepared_root / subset, max_size=max_size, progress=False,
+                              format="shards")
+        print(f"prepare {root / subset} -> {prepared_root / subset} (max_size={max_size}): "
+              f"{len(res.done)} written, {len(res.skipped)} up to date in {time.perf_counter() - t0:.1f} s")
+        head = (f"{'workers':>7} {'raw samples/s/worker':>21} {'prepared samples/s/worker':>26} {'ratio':>7}"
+                f" {'shards samples/s/worker':>24}")
+        print(head, flush=True)
+        print("-" * len(head))
+        for w in workers:
+            raw = run_case(root, None, "worker", w, raw_samples, batch, device, False, subset)
+            ready = run_case(prepared_root, None, "worker", w, samples, batch, device, False, subset)
+            shards = _shard_rate(prepared_root / subset, w, samples, batch, device)
+            per = max(w, 1)
+            print(f"{w:>7} {raw / per:>21.2f} {ready / per:>26.2f} {ready / raw:>6.1f}x {shards / per:>24.2f}",
+                  flush=True)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
 def main(argv: List[str] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default_data = str(Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -114,6 +166,13 @@ def main(argv: List[str] = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ap.add_argument("--subset", default="HAdobe5k", help="iharmony4_mini subset to read (default HAdobe5k)")
     ap.add_argument("--stages", action="store_true", help="also print per-stage times")
+    ap.add_argument("--prepared", action="store_true",
+                    help="also compare the raw subset with its harmonykit prepare copy (max_size=1024)")
+    ap.add_argument("--only-prepared", action="store_true", help="run only the raw-vs-prepared comparison")
+    ap.add_argument("--prepared-root", default=None,
+                    help="folder for the prepared copy (default: a temporary folder, removed after)")
+    ap.add_argument("--raw-samples", type=int, default=8,
+                    help="samples per raw case in the raw-vs-prepared comparison (raw 4k decode is slow)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -126,6 +185,11 @@ def main(argv: List[str] = None) -> int:
           f"samples={args.samples}  batch={args.batch_size}  subset={args.subset}")
     if args.stages:
         stage_times(root, args.subset)
+    if args.prepared or args.only_prepared:
+        prepared_vs_raw(root, args.subset, args.workers, args.samples, args.raw_samples, args.batch_size, device,
+                        Path(args.prepared_root) if args.prepared_root else None)
+        if args.only_prepared:
+            return 0
     head = f"{'decode':<14} {'crop':<16} {'workers':>7} {'samples/s':>10}"
     print(head, flush=True)
     print("-" * len(head))

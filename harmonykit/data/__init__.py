@@ -1,6 +1,7 @@
 """Data: decoding, datasets, mixed-domain loaders, kornia augmentation, composite makers.
 
 Importing this package registers the datasets (``iharmony4``, ``rdharmony``, ``folder``,
+``prepared_shards``,
 and ``bundled_photos`` from :mod:`harmonykit.data.bundled`) in
 :data:`harmonykit.registry.DATASETS` and the batch augmentations (``aligned_crop``,
 ``paired_color_jitter``, ``harmonization_train``, ``synthetic_composite``) in
@@ -39,6 +40,8 @@ from .synthetic import METHODS as SYNTHESIS_METHODS
 from .synthetic import SyntheticComposite, histogram_match, lab_transfer, masked_moments
 from .composites import exchange_foreground, make_composites, scan_renders, soft_style_label
 from .check import CheckReport, check_dataset, detect_format, format_report
+from .prepare import PreparedInfo, prepare_dataset, read_prepared
+from .shards import ShardDataset, write_shards
 from .bundled import BundledPhotosDataset, load_bundled_photos, load_photo_index, write_eval_triplets  # noqa: E402
 
 __all__ = [
@@ -94,4 +97,9 @@ __all__ = [
     "check_dataset",
     "detect_format",
     "format_report",
+    "PreparedInfo",
+    "prepare_dataset",
+    "read_prepared",
+    "ShardDataset",
+    "write_shards",
 ]

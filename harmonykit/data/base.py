@@ -122,6 +122,10 @@ class HarmonizationDataset(Dataset):
         transform: optional callable applied to each sample dict (e.g. a per-sample crop).
     """
 
+    #: what the manifest of a root written by ``harmonykit prepare`` says
+    #: (:class:`~harmonykit.data.prepare.PreparedInfo`); None for raw roots
+    prepared: Optional[Any] = None
+
     def __init__(
         self,
         records: Sequence[SampleRecord],
@@ -151,6 +155,13 @@ class HarmonizationDataset(Dataset):
         self.mask_threshold = mask_threshold
         self.skip_bad = skip_bad
         self.transform = transform
+        if self.prepared is not None:
+            description = f"{description} [prepared: max_size={self.prepared.max_size}]"
+            cap = self.prepared.max_size
+            note = (f"; its images are at most {cap} px, not the max_size={self.max_size} asked for"
+                    if cap and self.max_size is not None and self.max_size > cap else "")
+            _logger.log(logging.INFO if note else logging.DEBUG, "%s: reading a prepared root (%s)%s",
+                        description, self.prepared, note)
         self.description = description
         self.skipped = 0  # samples dropped at construction or skipped while loading (this process)
         self.problems: List[Problem] = list(problems)
@@ -316,5 +327,7 @@ class HarmonizationDataset(Dataset):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({len(self)} samples, domain={self.domain!r}, "
-            f"subsets={self.subset_counts()}, max_size={self.max_size})"
+            f"subsets={self.subset_counts()}, max_size={self.max_size}"
+            + (f", prepared=max_size {self.prepared.max_size}" if self.prepared is not None else "")
+            + ")"
         )

@@ -18,6 +18,7 @@ from .base import HarmonizationDataset, progress_disabled
 from .folder import FolderDataset, flat_triplets
 from .iharmony4 import IHarmony4Dataset, iharmony4_subsets
 from .io import DataError, load_image, load_mask
+from .prepare import find_prepared
 from .rdharmony import RdHarmonyDataset
 
 __all__ = ["detect_format", "SubsetSummary", "CheckReport", "check_dataset", "format_report"]
@@ -83,6 +84,7 @@ class CheckReport:
     format: str
     subsets: List[SubsetSummary] = field(default_factory=list)
     problems: List[str] = field(default_factory=list)
+    prepared: Optional[str] = None  # the manifest's facts when ``root`` was written by ``harmonykit prepare``
 
     @property
     def ok(self) -> bool:
@@ -136,6 +138,12 @@ def check_dataset(
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r}; expected one of {FORMATS}")
     report = CheckReport(str(root), fmt)
+    info = find_prepared(root)
+    if info is not None:
+        report.prepared = str(info)
+        if not info.complete:
+            report.problems.append(f"{root}: the harmonykit prepare run that wrote this copy did not finish "
+                                   "(interrupted or had errors); run it again")
     try:
         parts = _datasets(root, fmt, list_file, split)
     except DataError as e:
@@ -180,6 +188,8 @@ def check_dataset(
 def format_report(report: CheckReport, max_problems: int = 50) -> str:
     """A plain-text table of a :class:`CheckReport`."""
     lines = [f"dataset: {report.root} (format: {report.format})"]
+    if report.prepared:
+        lines.append(report.prepared)
     head = f"{'subset':<28} {'samples':>8}  {'smallest':>11}  {'largest':>11}  {'mask coverage min/mean/max':>28}"
     lines += [head, "-" * len(head)]
     total = 0

@@ -23,6 +23,7 @@ from typing import List, Optional, Union
 
 from ..registry import DATASETS
 from .base import HarmonizationDataset, Problem, SampleRecord, resolve_list_path
+from .prepare import find_prepared
 from .io import IMAGE_EXTENSIONS, DataFileNotFoundError, ListFormatError, find_image, read_list
 
 __all__ = ["FolderDataset", "find_partner", "flat_triplets"]
@@ -74,6 +75,7 @@ class FolderDataset(HarmonizationDataset):
         **kwargs,
     ) -> None:
         self.root = Path(root).expanduser()
+        self.prepared = find_prepared(self.root)  # None for raw roots
         cdir = self.root / "composite_images"
         if not cdir.is_dir() and list_file is None and self.root.is_dir():
             flat = flat_triplets(self.root)

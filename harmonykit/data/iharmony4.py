@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from ..registry import DATASETS
 from .base import HarmonizationDataset, Problem, SampleRecord, resolve_list_path
+from .prepare import find_prepared
 from .io import DataFileNotFoundError, ListFormatError, ListLine, find_image, read_list
 
 __all__ = ["IHARMONY4_SUBSETS", "IHarmony4Dataset", "parse_iharmony4_name", "iharmony4_subsets"]
@@ -97,6 +98,7 @@ class IHarmony4Dataset(HarmonizationDataset):
         **kwargs,
     ) -> None:
         self.root = Path(root).expanduser()
+        self.prepared = find_prepared(self.root)  # None for raw roots
         if not self.root.is_dir():
             raise DataFileNotFoundError(
                 "iHarmony4 root folder not found (expected <root>/<Subset>/composite_images/)", self.root

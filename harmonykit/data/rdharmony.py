@@ -25,6 +25,7 @@ from typing import List, Optional, Tuple, Union
 
 from ..registry import DATASETS
 from .base import HarmonizationDataset, Problem, SampleRecord, resolve_list_path
+from .prepare import find_prepared
 from .io import DataFileNotFoundError, ListFormatError, ListLine, find_image, read_list
 
 __all__ = ["RdHarmonyDataset", "parse_rdharmony_name", "parse_rdharmony_line", "format_rdharmony_line"]
@@ -119,6 +120,7 @@ class RdHarmonyDataset(HarmonizationDataset):
         **kwargs,
     ) -> None:
         self.root = Path(root).expanduser()
+        self.prepared = find_prepared(self.root)  # None for raw roots
         if not self.root.is_dir():
             raise DataFileNotFoundError("RdHarmony root folder not found", self.root)
         self.list_file = lf = resolve_list_path(self.root, list_file)
