@@ -10,6 +10,7 @@ from harmonykit.models.adapters import DomainSplitNet, SharedDomainNet
 from harmonykit.models.discriminators import FCDiscriminator
 from harmonykit.models.style_heads import StyleClassifier
 from harmonykit.models import charmnet  # noqa: F401  (registers the CharmNet entrypoints)
+from harmonykit.models import classical  # noqa: F401  (weight-free baselines: identity, lab_transfer, ...)
 
 __all__ = [
     "Harmonizer",
