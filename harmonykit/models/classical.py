@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,8 @@ __all__ = [
     "lab_transfer",
     "reinhard",
     "histogram_matching",
+    "is_weight_free",
+    "list_weight_free_models",
 ]
 
 COLOR_SPACES = ("lab", "lalphabeta", "rgb")
@@ -248,6 +250,12 @@ class HistogramMatching(ClassicalHarmonizer):
             ``"lab"`` or ``"lalphabeta"``.
     """
 
+    exportable = False
+    export_note = (
+        "histogram matching sorts a data-dependent number of foreground and background pixels per image "
+        "(no fixed-shape graph); use lab_transfer or reinhard for ONNX / ExportedProgram"
+    )
+
     def __init__(self, strength: float = 1.0, color_space: str = "rgb") -> None:
         super().__init__()
         if color_space not in COLOR_SPACES:
@@ -314,6 +322,28 @@ default_cfgs: Dict[str, PretrainedCfg] = {
 register_pretrained_cfgs(default_cfgs)
 
 
+def _weight_free(fn: Callable[..., Harmonizer]) -> Callable[..., Harmonizer]:
+    """Mark an entrypoint as weight-free (``fn.weight_free = True``): nothing to load or train."""
+    fn.weight_free = True  # type: ignore[attr-defined]
+    return fn
+
+
+def is_weight_free(name: str) -> bool:
+    """Whether registry model ``name`` (``"arch"`` or ``"arch.tag"``) needs no weights (its
+    entrypoint is marked ``weight_free``); such models are ready to use as built."""
+    from harmonykit.registry import MODELS
+
+    arch = name.partition(".")[0]
+    return arch in MODELS and bool(getattr(MODELS.get(arch), "weight_free", False))
+
+
+def list_weight_free_models() -> List[str]:
+    """Registered models that need no weights (the classical baselines and any plugin marked so)."""
+    from harmonykit.registry import MODELS
+
+    return [n for n in MODELS.list() if is_weight_free(n)]
+
+
 def _build(cls: type, name: str, defaults: Dict[str, Any], pretrained: bool, kwargs: Dict[str, Any]) -> Harmonizer:
     args = dict(defaults)
     args.update({k: v for k, v in kwargs.items() if v is not None})
@@ -328,24 +358,28 @@ def _build(cls: type, name: str, defaults: Dict[str, Any], pretrained: bool, kwa
 
 
 @register_model
+@_weight_free
 def identity(pretrained: bool = False, **kwargs: Any) -> Harmonizer:
     """The composite unchanged (weight-free reference)."""
     return _build(IdentityHarmonizer, "identity", {}, pretrained, kwargs)
 
 
 @register_model
+@_weight_free
 def lab_transfer(pretrained: bool = False, **kwargs: Any) -> Harmonizer:
     """Foreground Lab mean/std moved ``strength`` (default 0.5) of the way to the background's."""
     return _build(StatisticsTransfer, "lab_transfer", dict(strength=0.5, color_space="lab"), pretrained, kwargs)
 
 
 @register_model
+@_weight_free
 def reinhard(pretrained: bool = False, **kwargs: Any) -> Harmonizer:
     """Reinhard et al. 2001 colour transfer (full strength, l-alpha-beta) of the foreground."""
     return _build(StatisticsTransfer, "reinhard", dict(strength=1.0, color_space="lalphabeta"), pretrained, kwargs)
 
 
 @register_model
+@_weight_free
 def histogram_matching(pretrained: bool = False, **kwargs: Any) -> Harmonizer:
     """Per-channel histogram matching of the foreground to the background."""
     return _build(HistogramMatching, "histogram_matching", dict(strength=1.0, color_space="rgb"), pretrained, kwargs)

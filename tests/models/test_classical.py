@@ -194,3 +194,11 @@ def test_cuda_matches_cpu():
     for name in ("lab_transfer", "reinhard", "histogram_matching"):
         model = harmonykit.create_model(name)
         torch.testing.assert_close(model(comp.cuda(), mask.cuda()).image.cpu(), model(comp, mask).image, atol=1e-4, rtol=0)
+
+
+def test_weight_free_models_are_discoverable_from_the_registry():
+    from harmonykit.models.classical import is_weight_free, list_weight_free_models
+
+    assert set(CLASSICAL) <= set(list_weight_free_models())
+    assert is_weight_free("lab_transfer") and not is_weight_free("idih256") and not is_weight_free("nope")
+    assert not any(n.partition(".")[0] in CLASSICAL for n in harmonykit.list_models(pretrained=True))
