@@ -194,8 +194,11 @@ def markdown(result: Dict[str, Any]) -> str:
                     )
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    load = s.get("load_avg_1min")
+    busy = f"; 1-minute load average {load[0]:.1f} / {load[1]:.1f} before / after the timing" if load else ""
     lines += [
-        "**Full resolution** (original sizes; fMSE under the idih protocol at the original size)",
+        f"**Full resolution** (original sizes; fMSE under the idih protocol at the original size; "
+        f"median of {s['repeats']} runs after a warm-up{busy})",
         "",
         "| model | how | seconds / image | seconds / megapixel | fMSE at full resolution |",
         "| --- | --- | ---: | ---: | ---: |",
@@ -269,7 +272,9 @@ def main(argv=None) -> int:
         ev = evaluate({"composite": "composite", **nets}, triplets, proto, size=(args.size, args.size), ssim=False, progress=False)
         result["protocols"][proto] = compare(ev.records, names, args.bootstrap, args.seed)
         per_image[proto] = [{k: r[k] for k in ("model", "subset", "name", *METRICS)} for r in ev.records]
+    load_before = os.getloadavg()[0]
     result["full_resolution"] = full_resolution({"composite (input)": None, **nets}, triplets, args.repeats)
+    result["settings"]["load_avg_1min"] = [load_before, os.getloadavg()[0]]
     result["per_image"] = per_image
 
     md = markdown(result)
