@@ -180,6 +180,25 @@ def _check_strength(strength: float) -> float:
     return strength
 
 
+STRIP_PIXELS = 1 << 21
+"""Pixels per strip of the strip-wise path (smaller strips make kornia's colour conversions slow)."""
+STRIP_MIN_PIXELS = 1 << 22
+"""Eager, gradient-free forwards of images with more pixels than this run in strips of rows."""
+
+
+def _use_strips(x: torch.Tensor) -> bool:
+    if x.shape[-2] * x.shape[-1] <= STRIP_MIN_PIXELS:
+        return False
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    try:
+        if torch.compiler.is_compiling():
+            return False
+    except AttributeError:  # pragma: no cover
+        pass
+    return not (torch.is_grad_enabled() and x.requires_grad)
+
+
 class StatisticsTransfer(ClassicalHarmonizer):
     """Move the foreground's per-channel mean and standard deviation towards the background's.
 
@@ -207,10 +226,10 @@ class StatisticsTransfer(ClassicalHarmonizer):
     def extra_repr(self) -> str:
         return f"strength={self.strength}, color_space={self.color_space!r}"
 
-    def transfer(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = to_color_space(composite, self.color_space)
-        mu_f, s_f, w_f = weighted_mean_std(x, mask)
-        mu_b, s_b, w_b = weighted_mean_std(x, 1.0 - mask)
+    def _targets(
+        self, mu_f: torch.Tensor, s_f: torch.Tensor, w_f: torch.Tensor, mu_b: torch.Tensor, s_b: torch.Tensor, w_b: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Per-image ``(scale, mu)`` of ``x -> (x - mu_f) * scale + mu`` from the statistics."""
         s = self.strength
         mu = mu_f + s * (mu_b - mu_f)
         sd = s_f + s * (s_b - s_f)
@@ -219,7 +238,64 @@ class StatisticsTransfer(ClassicalHarmonizer):
         ok = (w_f > 1e-6) & (w_b > 1e-6)
         scale = torch.where(ok, scale, torch.ones_like(scale))
         mu = torch.where(ok, mu, mu_f)
+        return scale, mu
+
+    def transfer(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = to_color_space(composite, self.color_space)
+        mu_f, s_f, w_f = weighted_mean_std(x, mask)
+        mu_b, s_b, w_b = weighted_mean_std(x, 1.0 - mask)
+        scale, mu = self._targets(mu_f, s_f, w_f, mu_b, s_b, w_b)
         return from_color_space((x - mu_f) * scale + mu, self.color_space)
+
+    def forward(self, composite: torch.Tensor, mask: torch.Tensor, domain: Optional[str] = None) -> HarmonizationOutput:
+        if not _use_strips(composite):
+            return super().forward(composite, mask, domain)
+        self.resolve_domain(domain)
+        self.check_inputs(composite, mask)
+        image = self._forward_strips(composite, mask.to(composite.dtype))
+        return HarmonizationOutput(image=image, image_normalized=normalize(image))
+
+    def _forward_strips(self, composite: torch.Tensor, mask: torch.Tensor, rows: Optional[int] = None) -> torch.Tensor:
+        """The same result as the vectorised path, in strips of rows (large images, no autograd):
+        one pass accumulates the weighted moments in float64, a second recolours the rows and
+        columns that hold foreground. Peak memory: the output plus a few strips."""
+        B, _, H, W = composite.shape
+        rows = rows or max(16, STRIP_PIXELS // max(W * B, 1))
+        # per strip: float32 sums (pairwise, a strip at a time), accumulated in float64
+        n_all = torch.zeros(B, 1, dtype=torch.float64, device=composite.device)
+        n_fg = torch.zeros_like(n_all)
+        sums = torch.zeros(4, B, 3, dtype=torch.float64, device=composite.device)  # x, x^2, m x, m x^2
+        for s in range(0, H, rows):
+            c, m = composite[:, :, s : s + rows], mask[:, :, s : s + rows]
+            x = to_color_space(c, self.color_space)
+            x2 = x.square()
+            n_all += float(c.shape[-2] * c.shape[-1])
+            n_fg += m.sum(dim=(2, 3)).double()
+            sums[0] += x.sum(dim=(2, 3)).double()
+            sums[1] += x2.sum(dim=(2, 3)).double()
+            sums[2] += (x * m).sum(dim=(2, 3)).double()
+            sums[3] += (x2 * m).sum(dim=(2, 3)).double()
+        stats = []
+        for total, sx, sx2 in ((n_fg, sums[2], sums[3]), (n_all - n_fg, sums[0] - sums[2], sums[1] - sums[3])):
+            mean = sx / total.clamp_min(1e-6)
+            var = (sx2 / total.clamp_min(1e-6) - mean.square()).clamp_min(0.0)
+            stats += [t.to(composite.dtype)[:, :, None, None] for t in (mean, var.sqrt(), total)]
+        mu_f, s_f, w_f, mu_b, s_b, w_b = stats
+        scale, mu = self._targets(mu_f, s_f, w_f, mu_b, s_b, w_b)
+        out = composite.clone()
+        fg_rows = (mask > 0).any(dim=3).any(dim=1).any(dim=0).nonzero()
+        fg_cols = (mask > 0).any(dim=2).any(dim=1).any(dim=0).nonzero()
+        if fg_rows.numel() == 0:
+            return out
+        r0, r1 = int(fg_rows[0]), int(fg_rows[-1]) + 1
+        c0, c1 = int(fg_cols[0]), int(fg_cols[-1]) + 1
+        for s in range(r0, r1, rows):
+            e = min(s + rows, r1)
+            c, m = composite[:, :, s:e, c0:c1], mask[:, :, s:e, c0:c1]
+            x = to_color_space(c, self.color_space)
+            t = from_color_space((x - mu_f) * scale + mu, self.color_space)
+            out[:, :, s:e, c0:c1] = c + m * (t - c)
+        return out
 
 
 def _match_channel(src: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
