@@ -139,10 +139,12 @@ class ClassicalHarmonizer(Harmonizer):
     background: ``image = composite + mask * (transfer(composite, mask) - composite)``.
 
     ``has_trained_weights`` is always ``True`` (there is nothing to train), so code that refuses
-    randomly initialised networks accepts these models; ``weight_free`` marks them.
+    randomly initialised networks accepts these models; ``weight_free`` marks them, and
+    ``full_resolution`` says that running them on the full-size image is the intended use.
     """
 
     weight_free: bool = True
+    full_resolution: bool = True  # runs on the full-size image directly (no low-resolution step needed)
     size_divisor: int = 1
     min_size: int = 2
 

@@ -43,7 +43,7 @@ def test_registered_weight_free_and_treated_as_trained():
     for name in CLASSICAL:
         assert name in harmonykit.list_models()
         model = harmonykit.create_model(name)
-        assert model.weight_free and model.has_trained_weights  # factory sets False: ignored
+        assert model.weight_free and model.full_resolution and model.has_trained_weights  # factory sets False: ignored
         assert not list(model.parameters()) and not list(model.buffers())
         assert model.size_divisor == 1 and model.pretrained_cfg["min_size"] <= 8
         model.check_input_size(333, 517)  # any size
@@ -188,6 +188,7 @@ def test_bad_arguments():
         harmonykit.create_model("identity", strength=0.5)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     comp, mask = _split_image()
