@@ -287,8 +287,6 @@ def export_model(
         :class:`ExportResult`.
     """
     fmt = format_for_path(out, format)
-    if dynamic and size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     net = _resolve_model(model, checkpoint, pretrained, dict(model_args or {})).eval()
