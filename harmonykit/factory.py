@@ -107,9 +107,9 @@ def create_model(
         model = entry(pretrained=pretrained, **extra, **kwargs)  # build_model loads the weights
         if cfg is not None:
             model.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}), **cfg.to_dict())
-            if pretrained and not getattr(model, "has_trained_weights", False):
+            if pretrained and not getattr(model, "has_trained_weights", False) and not getattr(model, "weight_free", False):
                 load_pretrained(model, cfg, cache_dir=cache_dir, strict=strict)  # entrypoints outside build_model
-    weights_loaded = source in ("hf-hub", "local-dir") or pretrained
+    weights_loaded = source in ("hf-hub", "local-dir") or pretrained or getattr(model, "weight_free", False)
     if checkpoint_path is not None:
         from harmonykit.convert import load_checkpoint
 

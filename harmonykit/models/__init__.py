@@ -17,6 +17,7 @@ from harmonykit.models import dovenet  # noqa: F401  (DoveNet generator, discrim
 from harmonykit.models import harmonizer  # noqa: F401  (registers the Harmonizer entrypoint)
 from harmonykit.models import ssam  # noqa: F401  (iSSAM / SSAM, charmnet_issam)
 from harmonykit.models import pctnet  # noqa: F401  (PCT-Net CNN / ViT)
+from harmonykit.models import classical  # noqa: F401  (weight-free baselines: identity, lab_transfer, ...)
 
 __all__ = [
     "Harmonizer",
