@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import contextvars
 import inspect
 from typing import Any, Callable, Dict, Optional
 
@@ -17,7 +18,7 @@ import torch.nn as nn
 from harmonykit.models._pretrained import get_arch_cfg
 from harmonykit.registry import ADAPTERS, BACKBONES, MODELS
 
-__all__ = ["build_harmonizer", "build_model", "register_model", "finalize_model"]
+__all__ = ["build_harmonizer", "build_model", "register_model", "finalize_model", "model_arguments"]
 
 
 def register_model(fn: Optional[Callable[..., nn.Module]] = None, *, name: Optional[str] = None) -> Any:
@@ -92,5 +93,64 @@ def build_model(name: str, defaults: Dict[str, Any], kwargs: Dict[str, Any]) -> 
     with :func:`build_harmonizer`, and :func:`finalize_model`."""
     args = dict(defaults)
     args.update({k: v for k, v in kwargs.items() if v is not None})
+    if _PROBE.get():
+        raise _ArgumentsProbe(_parameters(args))
     net = build_harmonizer(_model_name=f"model {name!r}", **args)
     return finalize_model(net, name, args)
+
+
+# --- build-free argument discovery (recipes validate model kwargs at load time) ---------------
+_PROBE: contextvars.ContextVar = contextvars.ContextVar("harmonykit_model_probe", default=False)
+
+
+class _ArgumentsProbe(Exception):
+    def __init__(self, params: Dict[str, inspect.Parameter]) -> None:
+        super().__init__("argument probe")
+        self.params = params
+
+
+def _init_parameters(cls: Any) -> Dict[str, inspect.Parameter]:
+    target = cls.__init__ if isinstance(cls, type) else cls
+    return {
+        n: p
+        for n, p in inspect.signature(target).parameters.items()
+        if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def _parameters(args: Dict[str, Any]) -> Dict[str, inspect.Parameter]:
+    """Backbone and adapter parameters of a :func:`build_model` call, defaults = ``args``."""
+    params = _init_parameters(BACKBONES.get(args.get("backbone", "idih")))
+    if args.get("adapter"):
+        params.update({k: v for k, v in _init_parameters(ADAPTERS.get(args["adapter"])).items() if k != "backbone"})
+    params.update({k: inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in args.items()
+                   if k not in ("backbone", "adapter")})
+    return params
+
+
+def model_arguments(name: str) -> Optional[Dict[str, inspect.Parameter]]:
+    """The keyword arguments the ``MODELS`` entry ``name`` accepts, found without building it.
+
+    Entrypoints that declare their arguments give their signature; ``fn(pretrained, **kwargs)``
+    entrypoints that go through :func:`build_model` are called in probe mode, which stops before
+    construction and reports the backbone's and adapter's constructor parameters (defaults: the
+    entrypoint's). Returns ``None`` when it cannot be told without building (the model builder
+    checks its arguments then).
+    """
+    fn = MODELS.get(name)
+    params = _init_parameters(fn)
+    if not any(p.kind == p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values()):
+        return params
+    token = _PROBE.set(True)
+    try:
+        import torch
+
+        with torch.device("meta"):  # an entrypoint that builds anyway allocates nothing
+            fn()
+    except _ArgumentsProbe as probe:
+        return {**{k: p for k, p in params.items() if not k.startswith("_")}, **probe.params}
+    except Exception:  # noqa: BLE001 - not a build_model entrypoint: checked at build time
+        return None
+    finally:
+        _PROBE.reset(token)
+    return None
