@@ -245,6 +245,24 @@ def _raw_domains(raw: Mapping[str, Any]) -> Tuple[str, ...]:
     return tuple(out)
 
 
+def _drop_other_default_domains(raw: Dict[str, Any], domains: Sequence[str], source: str) -> Dict[str, Any]:
+    """Remove the ``data.<d>`` / ``loss.<term>_<d>`` keys of the default domains that this recipe
+    does not use (inherited from a recipe with the default domains), with a log line."""
+    others = [d for d in CHARMNET_DOMAINS if d not in domains]
+    if not others:
+        return raw
+    raw = dict(raw)
+    drop = {"data": set(others), "loss": {s for s, _, d in expand_slots(others)}}
+    for section, keys in drop.items():
+        sec = raw.get(section)
+        if isinstance(sec, Mapping) and keys & set(sec):
+            gone = sorted(keys & set(sec))
+            _logger.info("%s: %s not used with train.domains %s; ignored", source or "recipe",
+                         ", ".join(f"{section}.{k}" for k in gone), list(domains))
+            raw[section] = {k: v for k, v in sec.items() if k not in keys}
+    return raw
+
+
 # --- helpers ---------------------------------------------------------------------------------
 def _ctx(src: str, path: str) -> str:
     return f"{src}: {path}" if src else path
@@ -380,8 +398,11 @@ def _validate_component(spec: Component, value: Any, where: str, check_registry:
     if not isinstance(value, Mapping):
         raise RecipeError(f"{where}: expected a mapping {{name: ..., ...}} or null, got {_type_name(value)} {value!r}")
     value = dict(value)
+    if "name" not in value and spec.default is not None:
+        value = {**spec.default, **value}  # arguments of the default component
     if "name" not in value or not isinstance(value["name"], str):
-        raise RecipeError(f"{where}.name: missing (a {spec.registry.lower()[:-1]} name is required)")
+        kind = {"LOSSES": "loss", "DATASETS": "dataset", "AUGMENTATIONS": "augmentation"}.get(spec.registry, spec.registry.lower()[:-1])
+        raise RecipeError(f"{where}.name: missing (a {kind} name is required)")
     out: Dict[str, Any] = {"name": value.pop("name")}
     for key, fspec in spec.extra.items():
         out[key] = _validate_field(fspec, value.pop(key, _MISSING), f"{where}.{key}")
@@ -495,7 +516,9 @@ def resolve_recipe(raw: Mapping[str, Any], source: str = "", check_registry: boo
     raw = {k: v for k, v in raw.items() if k != "extends"}
     _CHECK_DATA[0] = bool(check_data) and (raw.get("data") or {}).get("kind", "synthetic") == "datasets"
     try:
-        out = _validate_section(build_schema(_raw_domains(raw)), raw, "", check_registry)
+        domains = _raw_domains(raw)
+        raw = _drop_other_default_domains(raw, domains, source)
+        out = _validate_section(build_schema(domains), raw, "", check_registry)
         _check_consistency(out, check_data)
     except RecipeError as e:
         if source:
