@@ -9,8 +9,9 @@
 - the trainer (:func:`active_slots`: the slots a mode uses) and the step
   (:func:`call_term`: which named tensors each term takes, in which phase, how it is logged).
 
-Tensor names are role based: ``source`` is the first data domain (rendered renders with style
-labels in the paper), ``target`` the last (real photos); ``{domain}`` is every data domain.
+Tensor names are role based: ``source`` is the first data domain (the one with style labels:
+the RdHarmony renders in the paper), ``target`` the last (the real photos); ``{domain}`` is every
+data domain.
 """
 from __future__ import annotations
 
