@@ -297,8 +297,9 @@ class Trainer:
             raise KeyError(f"train_step: iteration {self.iteration} of train.mode={self.mode} needs batches of {list(doms)}, "
                            f"missing {missing}")
         b = {d: self._to_device(batches[d]) for d in doms}
-        if not self._heads_checked:
-            self.check_style_heads(*b[doms[0]]["composite"].shape[-2:])
+        first = b[doms[0]]["composite"]
+        if not self._heads_checked and isinstance(first, torch.Tensor):
+            self.check_style_heads(*first.shape[-2:])
         m = self._step_modules()
         if self.mode == "charmnet":
             hook = (lambda: after_d_step(self)) if after_d_step is not None else None
