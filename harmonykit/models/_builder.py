@@ -73,6 +73,11 @@ def finalize_model(net: nn.Module, name: str, args: Dict[str, Any]) -> nn.Module
     """Attach ``architecture``, ``model_args`` (``create_model(architecture, **model_args)``
     rebuilds the same graph) and ``pretrained_cfg`` (the architecture's config as a dict,
     with the size rule of the built network)."""
+    if _PROBE.get():  # model_arguments() of a directly constructed model (built on the meta device)
+        own = _init_parameters(type(net))
+        takes_any = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(type(net).__init__).parameters.values())
+        # trusted only when the entrypoint passes its arguments straight to the class
+        raise _ArgumentsProbe(None if takes_any or set(args) - set(own) else {**own, **_as_parameters(args)})
     net.architecture = name
     net.model_args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}
     cfg = get_arch_cfg(name).to_dict()
@@ -104,7 +109,7 @@ _PROBE: contextvars.ContextVar = contextvars.ContextVar("harmonykit_model_probe"
 
 
 class _ArgumentsProbe(Exception):
-    def __init__(self, params: Dict[str, inspect.Parameter]) -> None:
+    def __init__(self, params: Optional[Dict[str, inspect.Parameter]]) -> None:
         super().__init__("argument probe")
         self.params = params
 
@@ -123,19 +128,23 @@ def _parameters(args: Dict[str, Any]) -> Dict[str, inspect.Parameter]:
     params = _init_parameters(BACKBONES.get(args.get("backbone", "idih")))
     if args.get("adapter"):
         params.update({k: v for k, v in _init_parameters(ADAPTERS.get(args["adapter"])).items() if k != "backbone"})
-    params.update({k: inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in args.items()
-                   if k not in ("backbone", "adapter")})
+    params.update(_as_parameters({k: v for k, v in args.items() if k not in ("backbone", "adapter")}))
     return params
+
+
+def _as_parameters(args: Dict[str, Any]) -> Dict[str, inspect.Parameter]:
+    return {k: inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in args.items()}
 
 
 def model_arguments(name: str) -> Optional[Dict[str, inspect.Parameter]]:
     """The keyword arguments the ``MODELS`` entry ``name`` accepts, found without building it.
 
     Entrypoints that declare their arguments give their signature; ``fn(pretrained, **kwargs)``
-    entrypoints that go through :func:`build_model` are called in probe mode, which stops before
-    construction and reports the backbone's and adapter's constructor parameters (defaults: the
-    entrypoint's). Returns ``None`` when it cannot be told without building (the model builder
-    checks its arguments then).
+    entrypoints are called in probe mode: :func:`build_model` stops before construction and
+    reports the backbone's and adapter's constructor parameters (defaults: the entrypoint's);
+    an entrypoint that constructs its network directly runs on the meta device (no memory, no
+    init cost) and :func:`finalize_model` reports the network class's parameters. Returns
+    ``None`` when it cannot be told (the model builder checks its arguments at build time).
     """
     fn = MODELS.get(name)
     params = _init_parameters(fn)
@@ -148,6 +157,8 @@ def model_arguments(name: str) -> Optional[Dict[str, inspect.Parameter]]:
         with torch.device("meta"):  # an entrypoint that builds anyway allocates nothing
             fn()
     except _ArgumentsProbe as probe:
+        if probe.params is None:
+            return None
         return {**{k: p for k, p in params.items() if not k.startswith("_")}, **probe.params}
     except Exception:  # noqa: BLE001 - not a build_model entrypoint: checked at build time
         return None
