@@ -162,3 +162,26 @@ def test_validation_uses_the_metric_protocol():
     assert set(got) == {"mse", "fmse", "psnr", "fpsnr"}
     for k in got:
         assert got[k] == pytest.approx(want[k], rel=1e-6)
+
+
+def test_single_domain_model_serves_every_data_domain():
+    """fusion with idih256 (one branch, "real"): both data domains run that branch."""
+    r = load_recipe("dataset_fusion", overrides=TINY + ["model.name=idih256", "model.ch=8", "model.max_channels=64"],
+                    check_data=False)
+    tr = Trainer(r, device="cpu")
+    assert tr.domain_plan.branches == {"rendered": None, "real": "real"}  # None: the model's one branch
+    data = TrainData.from_recipe(r, synthetic=True)
+    logs = tr.train_step({d: next(data.batches(d, 0, 0)) for d in tr._step_domains(0)})
+    assert set(logs) == {"recon_rendered", "recon_real", "G_total"}
+
+
+def test_loss_table_feeds_the_schema():
+    from harmonykit.models.base import CHARMNET_DOMAINS
+    from harmonykit.train.loss_terms import LOSS_TERMS, expand_slots
+    from harmonykit.train.recipe import SCHEMA, build_schema
+
+    assert list(SCHEMA["loss"]) == [s for s, _, _ in expand_slots(CHARMNET_DOMAINS)]
+    for slot, term, _ in expand_slots(CHARMNET_DOMAINS):
+        assert SCHEMA["loss"][slot].default == {"name": term.loss, "weight": term.weight, **dict(term.kwargs)}
+    assert [s for s in build_schema(("a",))["loss"] if s.startswith("recon_")] == ["recon_a"]
+    assert len({t.slot for t in LOSS_TERMS}) == len(LOSS_TERMS)
