@@ -222,30 +222,7 @@ class Trainer:
         return opt_g, opt_d
 
     def build_schedulers(self, iters_per_epoch: int, total_epochs: int) -> None:
-        """timm schedulers for both optimisers (``sched.name: none`` keeps the lr constant)."""
-        s = self.recipe["sched"]
-        if s["name"] in ("none", "constant", "const"):
-            return
-        from timm.scheduler import create_scheduler_v2
-
-        kw = dict(
-            sched=s["name"],
-            num_epochs=total_epochs,
-            decay_epochs=s["decay_epochs"],
-            decay_milestones=s["decay_milestones"],
-            decay_rate=s["decay_rate"],
-            warmup_epochs=s["warmup_epochs"],
-            warmup_lr=s["warmup_lr"],
-            min_lr=s["min_lr"],
-            step_on_epochs=s["step_on_epochs"],
-            updates_per_epoch=iters_per_epoch,
-        )
-        self.sched_g, _ = create_scheduler_v2(self.opt_g, **kw)
-        if self.opt_d is not None:
-            self.sched_d, _ = create_scheduler_v2(self.opt_d, **kw)
-
-    def build_schedulers(self, iters_per_epoch: int, total_epochs: int) -> None:
-        """timm schedulers for both optimisers (``sched.name: none`` keeps the lr constant)."""
+        """timm schedulers for both optimisers (:func:`build_schedulers`)."""
         self.sched_g, self.sched_d = build_schedulers(self.recipe["sched"], self.opt_g, self.opt_d, iters_per_epoch, total_epochs)
 
     # --------------------------------------------------------------------------------------
