@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from harmonykit.data import (
     AlignedRandomResizedCrop,
@@ -35,7 +35,7 @@ from harmonykit.data import (
     RandomResizedCropSample,
     SyntheticComposite,
     batch_to_device,
-    make_loader,
+    collate_samples,
 )
 
 
@@ -60,8 +60,8 @@ def run_case(root: Path, max_size, crop_on: str, workers: int, samples: int, bat
     transform = RandomResizedCropSample(size=256) if crop_on == "worker" else None
     base = IHarmony4Dataset(root, subsets=subset, split="test", max_size=max_size, transform=transform)
     ds = _Repeat(base, samples)
-    loader = make_loader(ds, batch, shuffle=False, num_workers=workers, drop_last=False,
-                         pin_memory=device.type == "cuda")
+    loader = DataLoader(ds, batch, shuffle=False, num_workers=workers, drop_last=False,
+                        pin_memory=device.type == "cuda", collate_fn=collate_samples)
     crop = AlignedRandomResizedCrop(256, seed=0)
     synth = SyntheticComposite(seed=0).to(device) if synthetic else None
     n = 0

@@ -1,4 +1,4 @@
-"""Data: decoding, datasets, mixed-domain loaders, kornia augmentation, composite makers.
+"""Data: decoding, datasets, collation, kornia augmentation, composite makers.
 
 Importing this package registers the datasets (``iharmony4``, ``rdharmony``, ``folder``,
 ``prepared_shards``,
@@ -26,7 +26,7 @@ from .base import HarmonizationDataset, Problem, SampleRecord
 from .iharmony4 import IHARMONY4_SUBSETS, IHarmony4Dataset, parse_iharmony4_name
 from .rdharmony import RdHarmonyDataset, format_rdharmony_line, parse_rdharmony_line, parse_rdharmony_name
 from .folder import FolderDataset
-from .loaders import MixedDomainLoader, batch_to_device, collate_samples, make_loader
+from .collate import batch_to_device, collate_samples
 from .augment import (
     AlignedRandomResizedCrop,
     Compose,
@@ -73,10 +73,8 @@ __all__ = [
     "parse_rdharmony_line",
     "parse_rdharmony_name",
     "FolderDataset",
-    "MixedDomainLoader",
     "batch_to_device",
     "collate_samples",
-    "make_loader",
     "AlignedRandomResizedCrop",
     "Compose",
     "PairedColorJitter",

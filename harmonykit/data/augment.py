@@ -1,12 +1,12 @@
 """Batch augmentation with kornia, run on the batch's device.
 
-Batches come from :func:`harmonykit.data.loaders.collate_samples`: ``composite`` / ``real`` /
+Batches come from :func:`harmonykit.data.collate.collate_samples`: ``composite`` / ``real`` /
 ``mask`` are stacked tensors when every sample has the same size, or **lists** of
 ``(C, H_i, W_i)`` tensors when sizes differ (datasets yield full-size images). The geometry
 step (:class:`AlignedRandomResizedCrop`) crops every sample with its own random box, resizes
 it to ``size`` (kornia ``resize``) and flips it, with **identical parameters for composite,
 real and mask**, and returns stacked ``(B, C, size, size)`` tensors. Move the batch to the GPU
-first (:func:`harmonykit.data.loaders.batch_to_device`), then augment.
+first (:func:`harmonykit.data.collate.batch_to_device`), then augment.
 
 Crops follow the official iDIH / CharmNet recipe: ``RandomResizedCrop(256, scale=(0.5, 1),
 ratio=(3/4, 4/3))`` + horizontal flip (p = 0.5); a crop whose mask sum at the output size is

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import contextvars
 import inspect
 from typing import Any, Callable, Dict, Optional
 
@@ -17,7 +18,14 @@ import torch.nn as nn
 from harmonykit.models._pretrained import PretrainedCfg, default_tag, get_arch_cfg, get_pretrained_cfg, load_pretrained
 from harmonykit.registry import ADAPTERS, BACKBONES, MODELS
 
-__all__ = ["build_harmonizer", "build_model", "register_model", "finalize_model", "pop_pretrained_opts"]
+__all__ = [
+    "build_harmonizer",
+    "build_model",
+    "register_model",
+    "finalize_model",
+    "pop_pretrained_opts",
+    "model_arguments",
+]
 
 _PRETRAINED_OPTS = ("pretrained_cfg", "cache_dir", "pretrained_strict")
 
@@ -93,6 +101,11 @@ def finalize_model(
     """Attach ``architecture``, ``model_args`` (``create_model(architecture, **model_args)``
     rebuilds the same graph) and ``pretrained_cfg`` (the architecture's config as a dict,
     with the size rule of the built network); with ``pretrained`` load the weights."""
+    if _PROBE.get():  # model_arguments() of a directly constructed model (built on the meta device)
+        own = _init_parameters(type(net))
+        takes_any = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(type(net).__init__).parameters.values())
+        # trusted only when the entrypoint passes its arguments straight to the class
+        raise _ArgumentsProbe(None if takes_any or set(args) - set(own) else {**own, **_as_parameters(args)})
     net.architecture = name
     net.model_args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}
     cfg = get_arch_cfg(name).to_dict()
@@ -124,5 +137,70 @@ def build_model(name: str, defaults: Dict[str, Any], kwargs: Dict[str, Any], pre
     opts = pop_pretrained_opts(kwargs)
     args = dict(defaults)
     args.update({k: v for k, v in kwargs.items() if v is not None})
+    if _PROBE.get():
+        raise _ArgumentsProbe(_parameters(args))
     net = build_harmonizer(_model_name=f"model {name!r}", **args)
     return finalize_model(net, name, args, pretrained=pretrained, **opts)
+
+
+# --- build-free argument discovery (recipes validate model kwargs at load time) ---------------
+_PROBE: contextvars.ContextVar = contextvars.ContextVar("harmonykit_model_probe", default=False)
+
+
+class _ArgumentsProbe(Exception):
+    def __init__(self, params: Optional[Dict[str, inspect.Parameter]]) -> None:
+        super().__init__("argument probe")
+        self.params = params
+
+
+def _init_parameters(cls: Any) -> Dict[str, inspect.Parameter]:
+    target = cls.__init__ if isinstance(cls, type) else cls
+    return {
+        n: p
+        for n, p in inspect.signature(target).parameters.items()
+        if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def _parameters(args: Dict[str, Any]) -> Dict[str, inspect.Parameter]:
+    """Backbone and adapter parameters of a :func:`build_model` call, defaults = ``args``."""
+    params = _init_parameters(BACKBONES.get(args.get("backbone", "idih")))
+    if args.get("adapter"):
+        params.update({k: v for k, v in _init_parameters(ADAPTERS.get(args["adapter"])).items() if k != "backbone"})
+    params.update(_as_parameters({k: v for k, v in args.items() if k not in ("backbone", "adapter")}))
+    return params
+
+
+def _as_parameters(args: Dict[str, Any]) -> Dict[str, inspect.Parameter]:
+    return {k: inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in args.items()}
+
+
+def model_arguments(name: str) -> Optional[Dict[str, inspect.Parameter]]:
+    """The keyword arguments the ``MODELS`` entry ``name`` accepts, found without building it.
+
+    Entrypoints that declare their arguments give their signature; ``fn(pretrained, **kwargs)``
+    entrypoints are called in probe mode: :func:`build_model` stops before construction and
+    reports the backbone's and adapter's constructor parameters (defaults: the entrypoint's);
+    an entrypoint that constructs its network directly runs on the meta device (no memory, no
+    init cost) and :func:`finalize_model` reports the network class's parameters. Returns
+    ``None`` when it cannot be told (the model builder checks its arguments at build time).
+    """
+    fn = MODELS.get(name)
+    params = _init_parameters(fn)
+    if not any(p.kind == p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values()):
+        return params
+    token = _PROBE.set(True)
+    try:
+        import torch
+
+        with torch.device("meta"):  # an entrypoint that builds anyway allocates nothing
+            fn()
+    except _ArgumentsProbe as probe:
+        if probe.params is None:
+            return None
+        return {**{k: p for k, p in params.items() if not k.startswith("_")}, **probe.params}
+    except Exception:  # noqa: BLE001 - not a build_model entrypoint: checked at build time
+        return None
+    finally:
+        _PROBE.reset(token)
+    return None

@@ -31,7 +31,7 @@ from typing import Any, Dict, Optional, Union
 
 import torch
 
-__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "load_checkpoint", "get_rng_state", "set_rng_state"]
+__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "load_training_checkpoint", "get_rng_state", "set_rng_state"]
 
 _logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def save_checkpoint(state: Dict[str, Any], path: Union[str, Path]) -> Path:
     return path
 
 
-def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
+def load_training_checkpoint(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
     """Read a training checkpoint (``weights_only=True``); checks the format tag."""
     path = Path(path)
     if not path.is_file():

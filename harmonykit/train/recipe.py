@@ -5,6 +5,14 @@ unknown registry names are rejected with the full key path and the allowed value
 (a path relative to the recipe, or the name of a shipped recipe) deep-merges a base recipe under
 the file; ``overrides`` (``["optim.lr=2e-4", ...]``, YAML-parsed values) apply last. The result
 is a plain nested dict with every default filled in (:func:`load_recipe`).
+
+Domains: ``train.domains`` (default :data:`harmonykit.models.base.CHARMNET_DOMAINS`) and
+``train.domain`` name the data domains; the schema has one ``data.<domain>`` dataset and one
+``loss.<term>_<domain>`` slot per domain (:func:`build_schema`; the loss slots come from
+:data:`harmonykit.train.loss_terms.LOSS_TERMS`). Model arguments are checked against the
+entrypoint's backbone / adapter signature without building the model
+(:func:`harmonykit.models._builder.model_arguments`). When a file's ``extends:`` base names a
+different component (``model.name``, ``loss.X.name``, ...) the base's arguments for it are dropped.
 """
 from __future__ import annotations
 
@@ -18,9 +26,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
+from harmonykit.models.base import CHARMNET_DOMAINS, DEFAULT_DOMAIN, check_domains
+from harmonykit.train.loss_terms import check_loss_components, expand_slots
+
 __all__ = [
     "RecipeError",
     "SCHEMA",
+    "build_schema",
     "load_recipe",
     "resolve_recipe",
     "apply_overrides",
@@ -42,7 +54,7 @@ class RecipeError(ValueError):
 # --- schema ----------------------------------------------------------------------------------
 @dataclass
 class Field:
-    """A leaf value. ``kind`` is one of int, float, bool, str, floats (list of float), ints, dict."""
+    """A leaf value. ``kind`` is one of int, float, bool, str, floats (list of float), ints, strs, dict."""
 
     kind: str
     default: Any = None
@@ -67,12 +79,40 @@ class Component:
     help: str = ""
 
 
-def _loss(name: Optional[str], weight: float = 1.0, **kw: Any) -> Component:
-    default = None if name is None else {"name": name, "weight": weight, **kw}
-    return Component("LOSSES", default, extra={"weight": Field("float", 1.0)})
+def _loss_section(domains: Sequence[str]) -> Dict[str, Component]:
+    """``loss:``: one slot per :data:`LOSS_TERMS` entry (per-domain terms once per domain)."""
+    return {
+        slot: Component(
+            "LOSSES",
+            {"name": t.loss, "weight": t.weight, **dict(t.kwargs)},
+            extra={"weight": Field("float", 1.0)},
+            help=t.help.format(domain=d) if d else t.help,
+        )
+        for slot, t, d in expand_slots(domains)
+    }
 
 
-SCHEMA: Dict[str, Any] = {
+def _data_section(domains: Sequence[str]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"kind": Field("str", "synthetic", choices=("synthetic", "datasets"))}
+    for d in domains:
+        out[d] = Component("DATASETS", None, help=f"kind=datasets: the {d} training set (its domain tag must be {d!r})")
+    out.update(_DATA_FIXED)
+    return out
+
+
+_DATA_FIXED: Dict[str, Any] = {
+    "val": Component("DATASETS", None, help="kind=datasets: validation set (the model's default domain)"),
+    "augmentation": Component("AUGMENTATIONS", None, help="batch augmentation: aug(batch dict) -> batch dict"),
+    "num_workers": Field("int", 2),
+    "synthetic": {
+        "length": Field("int", 64, help="samples per domain"),
+        "val_length": Field("int", 8),
+        "image_size": Field("int", 256),
+        "num_styles": Field("int", 10),
+    },
+}
+
+_BASE_SCHEMA: Dict[str, Any] = {
     "name": Field("str", "run", help="run name; the run folder is output_dir/name"),
     "description": Field("str", "", help="free text"),
     "official": Field(
@@ -99,16 +139,7 @@ SCHEMA: Dict[str, Any] = {
         provided=("in_channels",),
         help="P_in and P_out (same architecture); null: no style heads",
     ),
-    "loss": {
-        "recon_rendered": _loss("fn_mse", 10.0, min_area=100.0),
-        "recon_real": _loss("fn_mse", 10.0, min_area=100.0),
-        "discriminator": _loss("hinge_d", 1.0),
-        "adversarial": _loss("hinge_g", 1.0),
-        "style_in": _loss("soft_ce", 1.0),
-        "style_out": _loss("hard_ce", 1.0),
-        "consistency": _loss("style_consistency", 0.5),
-        "entropy": _loss("entropy_reduction", 0.5, margin=1.0),
-    },
+    "loss": None,  # build_schema: from LOSS_TERMS and the domains
     "optim": {
         "opt": Field("str", "adam", help="timm optimizer name (create_optimizer_v2)"),
         "lr": Field("float", 1e-4),
@@ -137,11 +168,17 @@ SCHEMA: Dict[str, Any] = {
             "charmnet",
             choices=("charmnet", "single", "fusion", "two_stage"),
             help="charmnet: two domains + D + style heads; single: one domain (train.domain); "
-            "fusion: one network on the union; two_stage: rendered then real",
+            "fusion: one network on the union; two_stage: the first domain, then the last",
         ),
-        "domain": Field("str", "real", choices=("rendered", "real"), help="the domain of mode=single"),
-        "stage1_epochs": Field("int", None, nullable=True, help="two_stage: epochs on rendered data"),
-        "stage1_iterations": Field("int", None, nullable=True, help="two_stage: iterations on rendered data"),
+        "domains": Field(
+            "strs",
+            list(CHARMNET_DOMAINS),
+            help="data domains of charmnet / fusion / two_stage, in order: source (style labels) first, "
+            "target last; charmnet runs each on the model branch of the same name",
+        ),
+        "domain": Field("str", DEFAULT_DOMAIN, help="the data domain of mode=single"),
+        "stage1_epochs": Field("int", None, nullable=True, help="two_stage: epochs on the first domain"),
+        "stage1_iterations": Field("int", None, nullable=True, help="two_stage: iterations on the first domain"),
         "batch_size": Field("int", 8, help="per domain and per process"),
         "epochs": Field("int", None, nullable=True),
         "iterations": Field("int", None, nullable=True, help="wins over epochs"),
@@ -157,26 +194,15 @@ SCHEMA: Dict[str, Any] = {
             "warmup": Field("bool", False),
         },
     },
-    "data": {
-        "kind": Field("str", "synthetic", choices=("synthetic", "datasets")),
-        "rendered": Component("DATASETS", None, help="kind=datasets: rendered training set"),
-        "real": Component("DATASETS", None, help="kind=datasets: real training set"),
-        "val": Component("DATASETS", None, help="kind=datasets: validation set (real domain)"),
-        "augmentation": Component("AUGMENTATIONS", None, help="batch augmentation: aug(batch dict) -> batch dict"),
-        "num_workers": Field("int", 2),
-        "synthetic": {
-            "length": Field("int", 64, help="samples per domain"),
-            "val_length": Field("int", 8),
-            "image_size": Field("int", 256),
-            "num_styles": Field("int", 10),
-        },
-    },
+    "data": None,  # build_schema: one dataset per domain
     "val": {
         "interval": Field("int", 0, help="iterations between validations; 0: only at the end"),
         "batch_size": Field("int", 8),
         "image_size": Field("int", 256, help="validation images are resized (bilinear) to this square size"),
         "max_batches": Field("int", None, nullable=True),
-        "metric": Field("str", "fmse", choices=("mse", "fmse", "psnr")),
+        "protocol": Field("str", "idih", choices=("idih", "harmonykit", "charmnet"),
+                          help="harmonykit.eval.metrics protocol of the validation metrics"),
+        "metric": Field("str", "fmse", choices=("mse", "fmse", "psnr", "fpsnr"), help="selects best.pth"),
     },
     "log": {
         "interval": Field("int", 10),
@@ -188,6 +214,58 @@ SCHEMA: Dict[str, Any] = {
         "keep_every": Field("int", 0, help="also keep ckpt_<iter>.pth every N iterations (0: never)"),
     },
 }
+
+
+
+
+def build_schema(domains: Sequence[str] = CHARMNET_DOMAINS) -> Dict[str, Any]:
+    """The recipe schema for the data domains ``domains`` (``SCHEMA``: the default domains)."""
+    schema = dict(_BASE_SCHEMA)
+    schema["loss"] = _loss_section(domains)
+    schema["data"] = _data_section(domains)
+    return schema
+
+
+SCHEMA: Dict[str, Any] = build_schema(CHARMNET_DOMAINS)
+"""The schema of a recipe with the default domains."""
+
+
+def _raw_domains(raw: Mapping[str, Any]) -> Tuple[str, ...]:
+    """The data domains a raw recipe names: ``train.domains`` (default) then ``train.domain``."""
+    t = raw.get("train") if isinstance(raw.get("train"), Mapping) else {}
+    doms = t.get("domains", list(CHARMNET_DOMAINS))
+    if not isinstance(doms, (list, tuple)) or not all(isinstance(d, str) for d in doms):
+        raise RecipeError(f"train.domains: expected a list of domain names, got {_type_name(doms)} {doms!r}")
+    out = list(doms)
+    one = t.get("domain", DEFAULT_DOMAIN)
+    if isinstance(one, str) and one not in out:
+        out.append(one)
+    try:
+        out = list(check_domains(out))
+    except ValueError as e:
+        raise RecipeError(f"train.domains: {e}") from None
+    clash = [d for d in out if d in ("kind", *_DATA_FIXED)]
+    if clash:
+        raise RecipeError(f"train.domains: {clash[0]!r} is reserved (data.{clash[0]} is not a dataset slot); rename the domain")
+    return tuple(out)
+
+
+def _drop_other_default_domains(raw: Dict[str, Any], domains: Sequence[str], source: str) -> Dict[str, Any]:
+    """Remove the ``data.<d>`` / ``loss.<term>_<d>`` keys of the default domains that this recipe
+    does not use (inherited from a recipe with the default domains), with a log line."""
+    others = [d for d in CHARMNET_DOMAINS if d not in domains]
+    if not others:
+        return raw
+    raw = dict(raw)
+    drop = {"data": set(others), "loss": {s for s, _, d in expand_slots(others)}}
+    for section, keys in drop.items():
+        sec = raw.get(section)
+        if isinstance(sec, Mapping) and keys & set(sec):
+            gone = sorted(keys & set(sec))
+            _logger.info("%s: %s not used with train.domains %s; ignored", source or "recipe",
+                         ", ".join(f"{section}.{k}" for k in gone), list(domains))
+            raw[section] = {k: v for k, v in sec.items() if k not in keys}
+    return raw
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -234,7 +312,7 @@ def _coerce(kind: str, value: Any, where: str, choices: Optional[Sequence[Any]] 
         if not isinstance(value, str):
             raise bad("str")
         out = value
-    elif kind in ("floats", "ints"):
+    elif kind in ("floats", "ints", "strs"):
         if not isinstance(value, (list, tuple)):
             raise bad(f"a list of {kind[:-1]}")
         out = [_coerce(kind[:-1], v, f"{where}[{i}]") for i, v in enumerate(value)]
@@ -325,8 +403,11 @@ def _validate_component(spec: Component, value: Any, where: str, check_registry:
     if not isinstance(value, Mapping):
         raise RecipeError(f"{where}: expected a mapping {{name: ..., ...}} or null, got {_type_name(value)} {value!r}")
     value = dict(value)
+    if "name" not in value and spec.default is not None:
+        value = {**spec.default, **value}  # arguments of the default component
     if "name" not in value or not isinstance(value["name"], str):
-        raise RecipeError(f"{where}.name: missing (a {spec.registry.lower()[:-1]} name is required)")
+        kind = {"LOSSES": "loss", "DATASETS": "dataset", "AUGMENTATIONS": "augmentation"}.get(spec.registry, spec.registry.lower()[:-1])
+        raise RecipeError(f"{where}.name: missing (a {kind} name is required)")
     out: Dict[str, Any] = {"name": value.pop("name")}
     for key, fspec in spec.extra.items():
         out[key] = _validate_field(fspec, value.pop(key, _MISSING), f"{where}.{key}")
@@ -341,7 +422,10 @@ def _validate_component(spec: Component, value: Any, where: str, check_registry:
         raise RecipeError(
             f"{where}.name: unknown {reg.kind} {out['name']!r}; allowed values: {', '.join(reg.list()) or '(none registered)'}"
         )
-    params, var_kw = _signature_kwargs(reg.get(out["name"]))
+    if spec.registry == "MODELS":
+        params, var_kw = _model_parameters(out["name"])
+    else:
+        params, var_kw = _signature_kwargs(reg.get(out["name"]))
     for key, val in value.items():
         kpath = f"{where}.{key}"
         if params is not None and key not in params and not var_kw:
@@ -349,6 +433,24 @@ def _validate_component(spec: Component, value: Any, where: str, check_registry:
             raise RecipeError(f"{kpath}: unknown argument of {reg.kind} {out['name']!r}; allowed keys: {', '.join(['name'] + allowed)}")
         out[key] = _check_kwarg_type(params[key], val, kpath) if params and key in params else val
     return out
+
+
+# create_model's own keyword arguments a recipe may set next to the model's (checkpoint_path is an extra)
+_CREATE_MODEL_KEYS = ("pretrained", "pretrained_cfg_overlay", "cache_dir", "strict")
+
+
+def _model_parameters(name: str) -> Tuple[Optional[Dict[str, inspect.Parameter]], bool]:
+    """(parameters, takes **kwargs) of model ``name``, found without building it."""
+    from harmonykit.models._builder import model_arguments
+
+    params = model_arguments(name)
+    if params is None:
+        return None, True  # checked by the model builder at the start of the run
+    from harmonykit.factory import create_model
+
+    cm, _ = _signature_kwargs(create_model)
+    extra = {k: cm[k] for k in _CREATE_MODEL_KEYS if cm and k in cm}
+    return {**extra, **params}, False
 
 
 def _validate_field(spec: Field, value: Any, where: str) -> Any:
@@ -387,18 +489,17 @@ def _validate_section(schema: Mapping[str, Any], value: Any, where: str, check_r
 
 def _check_consistency(r: Dict[str, Any], check_data: bool) -> None:
     mode = r["train"]["mode"]
-    L = r["loss"]
-    active = {k for k, v in L.items() if v is not None and v.get("weight", 0) != 0}
-    if mode == "charmnet":
-        needs_d = {"adversarial"} & active
-        if needs_d and r["discriminator"] is None:
-            raise RecipeError("loss.adversarial: active (weight != 0) but discriminator is null; set loss.adversarial: null")
-        if L["discriminator"] is None and r["discriminator"] is not None:
-            raise RecipeError("loss.discriminator: null but a discriminator is configured; set discriminator: null")
-        heads = {"style_in", "style_out", "consistency", "entropy"} & active
-        if heads and r["style_heads"] is None:
-            raise RecipeError(f"loss.{sorted(heads)[0]}: active but style_heads is null; set the style losses to null")
     t = r["train"]
+    if mode == "charmnet":
+        try:
+            check_loss_components(mode, r["loss"], r)
+        except ValueError as e:
+            raise RecipeError(str(e)) from None
+    n = len(t["domains"])
+    if mode in ("charmnet", "two_stage") and n != 2:
+        raise RecipeError(f"train.domains: train.mode={mode} needs two domains (source, target), got {t['domains']}")
+    if mode == "fusion" and n < 2:
+        raise RecipeError(f"train.domains: train.mode=fusion needs at least two domains, got {t['domains']}")
     if t["iterations"] is None and t["epochs"] is None:
         raise RecipeError("train: give train.iterations or train.epochs")
     for key in ("iterations", "epochs", "batch_size"):
@@ -407,9 +508,7 @@ def _check_consistency(r: Dict[str, Any], check_data: bool) -> None:
     if mode == "two_stage" and t["stage1_iterations"] is None and t["stage1_epochs"] is None:
         raise RecipeError("train.stage1_iterations: two_stage needs train.stage1_iterations or train.stage1_epochs")
     if check_data and r["data"]["kind"] == "datasets":
-        needed = {"charmnet": ("rendered", "real"), "fusion": ("rendered", "real"), "two_stage": ("rendered", "real")}
-        needed_d = needed.get(mode, (t["domain"],))
-        for d in needed_d:
+        for d in ((t["domain"],) if mode == "single" else t["domains"]):
             if r["data"][d] is None:
                 raise RecipeError(f"data.{d}: train.mode={mode} needs a {d} dataset ({{name: ..., ...}})")
 
@@ -422,7 +521,9 @@ def resolve_recipe(raw: Mapping[str, Any], source: str = "", check_registry: boo
     raw = {k: v for k, v in raw.items() if k != "extends"}
     _CHECK_DATA[0] = bool(check_data) and (raw.get("data") or {}).get("kind", "synthetic") == "datasets"
     try:
-        out = _validate_section(SCHEMA, raw, "", check_registry)
+        domains = _raw_domains(raw)
+        raw = _drop_other_default_domains(raw, domains, source)
+        out = _validate_section(build_schema(domains), raw, "", check_registry)
         _check_consistency(out, check_data)
     except RecipeError as e:
         if source:
@@ -454,14 +555,36 @@ def find_recipe(name_or_path: Union[str, Path], base: Optional[Path] = None) -> 
     raise FileNotFoundError(f"recipe {str(name_or_path)!r} not found; shipped recipes: {', '.join(shipped) or '(none)'}")
 
 
-def _deep_merge(base: Dict[str, Any], over: Mapping[str, Any]) -> Dict[str, Any]:
+def _deep_merge(base: Dict[str, Any], over: Mapping[str, Any], path: Tuple[str, ...] = (), src: str = "") -> Dict[str, Any]:
+    """``over`` merged into ``base`` key by key; a component (``{name: ..., **kwargs}``) whose
+    ``name`` changes is replaced whole: the base's kwargs belong to the old component."""
     out = copy.deepcopy(base)
     for k, v in over.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = _deep_merge(out[k], v)
+        p = path + (str(k),)
+        b = out.get(k)
+        if _is_component_path(p) and isinstance(b, Mapping) and isinstance(v, Mapping) and "name" in v and v["name"] != b.get("name"):
+            dropped = sorted(set(b) - set(v) - {"name"})
+            if dropped:
+                _logger.info("%s: %s.name %r replaces %r of the extended recipe; its %s are not inherited",
+                             src or "recipe", ".".join(p), v["name"], b.get("name"), ", ".join(dropped))
+            out[k] = copy.deepcopy(dict(v))
+        elif isinstance(v, Mapping) and isinstance(b, Mapping):
+            out[k] = _deep_merge(b, v, p, src)
         else:
             out[k] = copy.deepcopy(v)
     return out
+
+
+_DATA_SETTINGS = ("kind", "num_workers", "synthetic")
+
+
+def _is_component_path(path: Tuple[str, ...]) -> bool:
+    """Whether ``path`` (e.g. ``("loss", "recon_real")``) holds a registry component."""
+    if len(path) == 1:
+        return isinstance(_BASE_SCHEMA.get(path[0]), Component)
+    if len(path) == 2 and path[0] == "loss":
+        return True
+    return len(path) == 2 and path[0] == "data" and path[1] not in _DATA_SETTINGS
 
 
 def _read_yaml(path: Path) -> Dict[str, Any]:
@@ -496,8 +619,8 @@ def load_raw(path: Union[str, Path], _seen: Tuple[Path, ...] = ()) -> Dict[str, 
             raise RecipeError(f"{path}: extends: {e}") from None
         base = load_raw(bpath, _seen + (path,))
         base.pop("official", None)  # a derived recipe claims an official configuration only itself
-        merged = _deep_merge(merged, base)
-    return _deep_merge(merged, data)
+        merged = _deep_merge(merged, base, src=str(path))
+    return _deep_merge(merged, data, src=str(path))
 
 
 def _set_key(d: Dict[str, Any], dotted: str, value: Any) -> None:

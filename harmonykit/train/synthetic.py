@@ -9,7 +9,8 @@ foreground fraction) and the hard label ``bg``, as the RdHarmony lists do.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict
+import zlib
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -19,22 +20,39 @@ __all__ = ["SyntheticHarmonizationDataset", "synthetic_batch"]
 
 _logger = logging.getLogger(__name__)
 
-_DOMAIN_ID = {"rendered": 1, "real": 2}
+_DOMAIN_ID = {"rendered": 1, "real": 2}  # the paper's domains keep their historical seeds
+
+
+def _domain_id(domain: str) -> int:
+    return _DOMAIN_ID.get(domain, 3 + zlib.crc32(domain.encode()) % 1_000_000)
 
 
 class SyntheticHarmonizationDataset(Dataset):
     """``length`` deterministic samples of one domain at ``image_size`` x ``image_size``.
 
     Items are dicts: ``composite``, ``real`` ``(3, H, W)`` in [0, 1], ``mask`` ``(1, H, W)`` in
-    {0, 1}, ``domain``, ``name``, and for the rendered domain ``style_soft`` ``(K,)`` float32 and
+    {0, 1}, ``domain``, ``name``, and with ``style_labels`` ``style_soft`` ``(K,)`` float32 and
     ``style`` (int64 scalar).
+
+    Args:
+        domain: any domain name (the sample stream depends on it).
+        style_labels: add the style labels (default: for the ``"rendered"`` domain, as RdHarmony).
     """
 
-    def __init__(self, length: int = 64, image_size: int = 256, domain: str = "real", seed: int = 0, num_styles: int = 10) -> None:
-        if domain not in _DOMAIN_ID:
-            raise ValueError(f"domain must be one of {list(_DOMAIN_ID)}, got {domain!r}")
+    def __init__(
+        self,
+        length: int = 64,
+        image_size: int = 256,
+        domain: str = "real",
+        seed: int = 0,
+        num_styles: int = 10,
+        style_labels: Optional[bool] = None,
+    ) -> None:
+        if not isinstance(domain, str) or not domain:
+            raise ValueError(f"domain must be a non-empty name, got {domain!r}")
         self.length, self.image_size, self.domain = int(length), int(image_size), domain
         self.seed, self.num_styles = int(seed), int(num_styles)
+        self.style_labels = (domain == "rendered") if style_labels is None else bool(style_labels)
 
     def __len__(self) -> int:
         return self.length
@@ -42,7 +60,7 @@ class SyntheticHarmonizationDataset(Dataset):
     def __getitem__(self, index: int) -> Dict[str, Any]:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + _DOMAIN_ID[self.domain] * 100_003 + index) % (2**63))
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + _domain_id(self.domain) * 100_003 + index) % (2**63))
         s = self.image_size
         coarse = torch.rand(1, 3, 6, 6, generator=g)
         real = F.interpolate(coarse, size=(s, s), mode="bilinear", align_corners=False)[0].clamp(0, 1)
@@ -64,7 +82,7 @@ class SyntheticHarmonizationDataset(Dataset):
             "domain": self.domain,
             "name": f"synthetic_{self.domain}_{index:06d}",
         }
-        if self.domain == "rendered":
+        if self.style_labels:
             k = self.num_styles
             bg = int(torch.randint(0, k, (), generator=g))
             fg = (bg + 1 + int(torch.randint(0, k - 1, (), generator=g))) % k

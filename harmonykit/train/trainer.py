@@ -1,168 +1,45 @@
-"""The CharmNet / iDIH trainer.
+"""The trainer: builds every component of a resolved recipe and runs the loop.
 
-One CharmNet iteration follows the official ``DAstyleModel.optimize_parameters`` order:
+The parts live in their own modules; :class:`Trainer` orchestrates them:
 
-1. forward the rendered batch (``domain="rendered"``) and the real batch (``domain="real"``);
-2. one discriminator step on the detached encoder features ``f`` (hinge loss);
-3. one step of the generator + both style heads (one optimiser) on the weighted total loss,
-   with the adversarial term evaluated by the *updated* discriminator and the same forward graph.
-
-``train.mode`` selects the other paths: ``single`` (one domain, reconstruction only: the iDIH
-baselines), ``fusion`` (one network on the union of both domains: each iteration concatenates a
-rendered and a real batch) and ``two_stage`` (rendered first, then real).
-
-Data reaches the trainer as per-domain batch dicts (see docs/architecture.md); :class:`TrainData`
-builds them from the synthetic generator or from ``harmonykit.registry.DATASETS`` entries.
+- :mod:`harmonykit.train.data`: training data (:class:`TrainData`) and domain routing
+  (:class:`DomainPlan`: the data domains of ``train.mode`` and the model branch each runs);
+- :mod:`harmonykit.train.loss_terms`: the loss terms, declared once (schema, checks, step);
+- :mod:`harmonykit.train.step`: one iteration (the official CharmNet order, or one
+  reconstruction step for ``single`` / ``fusion`` / ``two_stage``);
+- :mod:`harmonykit.train.validation`: validation through :mod:`harmonykit.eval.metrics`;
+- :mod:`harmonykit.train.log`: ``log.jsonl``, CSV and TensorBoard rows;
+- :mod:`harmonykit.train.checkpoint` / :mod:`harmonykit.train.distributed`: atomic checkpoints
+  and torchrun helpers.
 """
 from __future__ import annotations
 
-import contextlib
-import csv
-import json
 import logging
 import math
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset
 
-from harmonykit.registry import AUGMENTATIONS, DATASETS, DISCRIMINATORS, LOSSES, STYLE_HEADS
-from harmonykit.train.checkpoint import CHECKPOINT_FORMAT, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from harmonykit.train.distributed import (
-    DistInfo,
-    ShardedBatchSampler,
-    all_reduce_grads,
-    all_reduce_mean,
-    broadcast_module,
-)
-from harmonykit.train.synthetic import SyntheticHarmonizationDataset
-from harmonykit.normalization import normalize
-from harmonykit.utils import progress_enabled
+from harmonykit.registry import AUGMENTATIONS, DISCRIMINATORS, LOSSES, STYLE_HEADS
+from harmonykit.train.checkpoint import CHECKPOINT_FORMAT, get_rng_state, load_training_checkpoint, save_checkpoint, set_rng_state
+from harmonykit.train.data import DomainPlan, TrainData, component_kwargs
+from harmonykit.train.distributed import DistInfo, all_reduce_mean, broadcast_module
+from harmonykit.train.log import RunLogger, RunningMean
+from harmonykit.train.loss_terms import active_slots
+from harmonykit.train.step import NonFiniteLossError, StepModules, charmnet_step, reconstruction_step
+from harmonykit.train.validation import higher_is_better, validate
+from harmonykit.utils import progress_enabled, resolve_device
 
-__all__ = ["Trainer", "TrainData", "NonFiniteLossError", "DOMAINS"]
+__all__ = ["Trainer", "TrainData", "DomainPlan", "NonFiniteLossError", "build_schedulers"]
 
 _logger = logging.getLogger(__name__)
 
-DOMAINS = ("rendered", "real")
 
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss term became NaN or inf; ``term`` names it."""
-
-    def __init__(self, term: str, value: float, iteration: int) -> None:
-        super().__init__(f"loss term {term!r} is {value} at iteration {iteration}")
-        self.term, self.value, self.iteration = term, value, iteration
-
-
-# ------------------------------------------------------------------------------------------
-# data
-# ------------------------------------------------------------------------------------------
-def _component_kwargs(spec: Mapping[str, Any]) -> Dict[str, Any]:
-    return {k: v for k, v in spec.items() if k != "name"}
-
-
-class TrainData:
-    """Per-domain datasets with resumable, rank-aware batch samplers.
-
-    ``batches(domain, epoch, start_batch)`` iterates the batches of one epoch from
-    ``start_batch``; the order depends only on (seed, domain, epoch), so a resumed run sees
-    the same batches as an uninterrupted one.
-    """
-
-    def __init__(
-        self,
-        datasets: Mapping[str, Dataset],
-        batch_size: int,
-        seed: int = 0,
-        num_workers: int = 0,
-        dist_info: Optional[DistInfo] = None,
-        val: Optional[Dataset] = None,
-        val_batch_size: int = 8,
-        shuffle: bool = True,
-    ) -> None:
-        info = dist_info or DistInfo()
-        self.datasets = dict(datasets)
-        self.val = val
-        self.val_batch_size = val_batch_size
-        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
-        self.samplers = {}
-        for i, (dom, ds) in enumerate(self.datasets.items()):
-            try:
-                self.samplers[dom] = ShardedBatchSampler(len(ds), batch_size, shuffle, seed * 1000 + 101 * (i + 1), info.rank, info.world_size)
-            except ValueError as e:
-                raise ValueError(f"data.{dom}: {e}") from None
-
-    @classmethod
-    def from_recipe(cls, recipe: Mapping[str, Any], dist_info: Optional[DistInfo] = None, synthetic: bool = False) -> "TrainData":
-        """Build from ``recipe["data"]`` (``synthetic=True`` forces synthetic tensors)."""
-        d, t = recipe["data"], recipe["train"]
-        domains = _mode_domains(t["mode"], t["domain"])
-        if synthetic or d["kind"] == "synthetic":
-            s = d["synthetic"]
-            sets = {
-                dom: SyntheticHarmonizationDataset(s["length"], s["image_size"], dom, recipe["seed"], s["num_styles"])
-                for dom in domains
-            }
-            val = SyntheticHarmonizationDataset(s["val_length"], s["image_size"], "real", recipe["seed"] + 7919)
-            workers = 0
-        else:
-            sets = {}
-            for dom in domains:
-                spec = d[dom]
-                if spec is None:
-                    raise ValueError(f"data.{dom}: train.mode={t['mode']} needs a {dom} dataset")
-                sets[dom] = DATASETS.create(spec["name"], **_component_kwargs(spec))
-            val = DATASETS.create(d["val"]["name"], **_component_kwargs(d["val"])) if d["val"] else None
-            workers = d["num_workers"]
-        return cls(sets, t["batch_size"], recipe["seed"], workers, dist_info, val, recipe["val"]["batch_size"])
-
-    def num_batches(self, domain: str) -> int:
-        return len(self.samplers[domain])
-
-    def batches(self, domain: str, epoch: int, start_batch: int = 0) -> Iterator[Dict[str, Any]]:
-        sampler = self.samplers[domain]
-        sampler.set_epoch(epoch, start_batch)
-        gen = torch.Generator().manual_seed(self.seed * 7_368_787 + epoch * 31 + len(domain))
-        loader = DataLoader(
-            self.datasets[domain],
-            batch_sampler=sampler,
-            num_workers=self.num_workers,
-            generator=gen,
-            persistent_workers=False,
-            collate_fn=_collate_fn(self.datasets[domain]),
-        )
-        return iter(loader)
-
-    def val_loader(self) -> Optional[DataLoader]:
-        if self.val is None:
-            return None
-        return DataLoader(self.val, batch_size=self.val_batch_size, shuffle=False, num_workers=self.num_workers,
-                          collate_fn=_collate_fn(self.val))
-
-
-def _collate_fn(ds: Dataset):
-    """The data package's collate (keeps differently sized images as lists) for real datasets."""
-    if isinstance(ds, SyntheticHarmonizationDataset):
-        return None
-    try:
-        from harmonykit.data import collate_samples
-    except ImportError:  # pragma: no cover - data package not installed
-        return None
-    return collate_samples
-
-
-def _mode_domains(mode: str, domain: str) -> Tuple[str, ...]:
-    return (domain,) if mode == "single" else DOMAINS
-
-
-# ------------------------------------------------------------------------------------------
-# trainer
-# ------------------------------------------------------------------------------------------
 class Trainer:
     """Builds every component of a resolved recipe and trains it.
 
@@ -172,9 +49,10 @@ class Trainer:
         device: overrides ``train.device``.
         dist_info: the process group (``torchrun``); default single process.
 
-    Main entry points: :meth:`train_step` (one iteration on ``{"rendered": batch, "real":
-    batch}``), :meth:`fit` (the loop with logging, validation and checkpoints),
-    :meth:`save` / :meth:`load` (training checkpoints).
+    Main entry points: :meth:`train_step` (one iteration on ``{domain: batch}``), :meth:`fit`
+    (the loop with logging, validation and checkpoints), :meth:`save` / :meth:`load`
+    (training checkpoints). ``domain_plan`` (:class:`DomainPlan`) says which data domains the mode
+    reads and which model branch each runs.
     """
 
     def __init__(
@@ -192,7 +70,7 @@ class Trainer:
         t = recipe["train"]
         self.mode: str = t["mode"]
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.device = torch.device(device if device is not None else _auto_device(t["device"]))
+        self.device = torch.device(device if device is not None else resolve_device(t["device"]))
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         if recipe["deterministic"]:
@@ -205,20 +83,23 @@ class Trainer:
         name = mspec.pop("name")
         ckpt = mspec.pop("checkpoint_path", None)
         self.model: nn.Module = create_model(name, checkpoint_path=ckpt, **mspec)
+        self.domain_plan = DomainPlan.for_model(recipe, self.model)
         self.discriminator: Optional[nn.Module] = None
         self.style_in: Optional[nn.Module] = None
         self.style_out: Optional[nn.Module] = None
         if self.mode == "charmnet":
-            if len(getattr(self.model, "domains", ())) < 2:
-                raise ValueError(f"model.name: train.mode=charmnet needs a two-domain model, {name!r} has none")
             C = int(self.model.feature_channels)
             if recipe["discriminator"] is not None:
                 spec = recipe["discriminator"]
-                self.discriminator = DISCRIMINATORS.create(spec["name"], in_channels=C, **_component_kwargs(spec))
+                self.discriminator = DISCRIMINATORS.create(spec["name"], in_channels=C, **component_kwargs(spec))
             if recipe["style_heads"] is not None:
                 spec = recipe["style_heads"]
-                self.style_in = STYLE_HEADS.create(spec["name"], in_channels=C, **_component_kwargs(spec))
-                self.style_out = STYLE_HEADS.create(spec["name"], in_channels=C, **_component_kwargs(spec))
+                self.style_in = STYLE_HEADS.create(spec["name"], in_channels=C, **component_kwargs(spec))
+                self.style_out = STYLE_HEADS.create(spec["name"], in_channels=C, **component_kwargs(spec))
+        self._heads_checked = self.style_in is None
+        size = _train_image_size(recipe)
+        if size is not None:
+            self.check_style_heads(size, size)
         if t["sync_bn"] and self.dist.enabled:
             if self.device.type != "cuda":
                 _logger.warning("train.sync_bn: SyncBatchNorm needs GPUs; ignored on %s", self.device)
@@ -231,17 +112,13 @@ class Trainer:
             broadcast_module(m, self.dist)
         self._fwd = torch.compile(self.model) if t["compile"] else self.model
 
-        # --- losses (slot -> (module, weight)); inactive terms are dropped ---
+        # --- losses (slot -> (module, weight)), in LOSS_TERMS order; inactive terms are dropped ---
+        built = {"discriminator": self.discriminator is not None, "style_heads": self.style_in is not None}
         self.losses: Dict[str, Tuple[nn.Module, float]] = {}
-        wanted = _mode_slots(self.mode, t["domain"], self.discriminator is not None, self.style_in is not None)
-        for slot, spec in recipe["loss"].items():
-            if spec is None or slot not in wanted:
-                continue
-            w = float(spec.get("weight", 1.0))
-            if w == 0.0:
-                continue
+        for slot in active_slots(self.mode, self.domain_plan.domains, recipe["loss"], built):
+            spec = recipe["loss"][slot]
             kw = {k: v for k, v in spec.items() if k not in ("name", "weight")}
-            self.losses[slot] = (LOSSES.create(spec["name"], **kw).to(self.device), w)
+            self.losses[slot] = (LOSSES.create(spec["name"], **kw).to(self.device), float(spec.get("weight", 1.0)))
         if self.discriminator is not None and "discriminator" not in self.losses:
             self.discriminator = None  # no D loss: nothing would train it
         if not self.losses:
@@ -263,24 +140,63 @@ class Trainer:
         self.augment = None
         if recipe["data"]["augmentation"] is not None:
             spec = recipe["data"]["augmentation"]
-            self.augment = AUGMENTATIONS.create(spec["name"], **_component_kwargs(spec))
+            self.augment = AUGMENTATIONS.create(spec["name"], **component_kwargs(spec))
 
         self.iteration = 0
         self.best_metric: Optional[float] = None
         self._stop = False
-        self._csv_writers: Dict[str, Any] = {}
-        self._tb = None
+        lg = recipe["log"]
+        self.logger = RunLogger(self.run_dir, csv=lg["csv"], tensorboard=lg["tensorboard"], enabled=self.dist.is_main)
 
     # --------------------------------------------------------------------------------------
     def _modules(self) -> List[nn.Module]:
         return [m for m in (self.model, self.discriminator, self.style_in, self.style_out) if m is not None]
 
-    def _g_params(self) -> List[nn.Parameter]:
-        ps = list(self.model.parameters())
-        for m in (self.style_out, self.style_in):
-            if m is not None:
-                ps += list(m.parameters())
-        return ps
+    def _step_modules(self) -> StepModules:
+        o = self.recipe["optim"]
+        return StepModules(
+            forward=self._fwd, model=self.model, losses=self.losses, plan=self.domain_plan, opt_g=self.opt_g,
+            scaler_g=self.scaler_g, discriminator=self.discriminator, style_in=self.style_in, style_out=self.style_out,
+            opt_d=self.opt_d, scaler_d=self.scaler_d, amp_dtype=self.amp_dtype, device=self.device, dist=self.dist,
+            clip_grad=o["clip_grad"], clip_mode=o["clip_mode"],
+        )
+
+    def check_style_heads(self, height: int, width: int) -> None:
+        """Raise ``ValueError`` before training when the style heads cannot map the model's
+        split features of ``height x width`` training images to ``(B, K)`` logits (the official
+        MaxPool(4) head only fits 16-31 px features)."""
+        self._heads_checked = True
+        if self.style_in is None:
+            return
+        red = getattr(self.model, "feature_reduction", None)
+        if red is None:
+            return
+        h, w = height // int(red), width // int(red)
+        head = self.style_in
+        was = head.training
+        head.eval()
+        try:
+            with torch.no_grad():
+                p = next(head.parameters(), None)
+                x = torch.zeros(1, int(self.model.feature_channels), h, w,
+                                device=p.device if p is not None else None, dtype=p.dtype if p is not None else None)
+                shape: Tuple[int, ...] = tuple(head(x).shape)
+                err = None
+        except RuntimeError as e:  # features too small for the pooling
+            shape, err = (), str(e).splitlines()[0]
+        finally:
+            head.train(was)
+        if len(shape) == 2:
+            return
+        pool = getattr(head, "pool", None)
+        got = f"gives logits of shape {shape}" if err is None else f"fails ({err})"
+        raise ValueError(
+            f"style_heads: {self.recipe['style_heads']['name']!r}"
+            f"{f' (pool={pool})' if pool is not None else ''} {got} on the {h}x{w} px split features of "
+            f"model {self.recipe['model']['name']!r} (split_depth {getattr(self.model, 'split_depth', '?')}, stride {red}) "
+            f"for {height}x{width} training images; it needs (B, K). The official MaxPool(4) head fits 16-31 px "
+            f"features only: set style_heads.pool: global (a global max pool, any size) or change the image size"
+        )
 
     def _build_optimizers(self) -> Tuple[torch.optim.Optimizer, Optional[torch.optim.Optimizer]]:
         from timm.optim import create_optimizer_v2
@@ -306,31 +222,16 @@ class Trainer:
         return opt_g, opt_d
 
     def build_schedulers(self, iters_per_epoch: int, total_epochs: int) -> None:
-        """Schedulers for both optimisers (:func:`harmonykit.train.schedulers.create_scheduler`;
-        ``sched.name: none`` keeps the lr constant, ``multistep`` decays at the milestones)."""
-        from harmonykit.train.schedulers import create_scheduler
-
-        s = self.recipe["sched"]
-        self.sched_g = create_scheduler(self.opt_g, s, iters_per_epoch, total_epochs)
-        if self.opt_d is not None:
-            self.sched_d = create_scheduler(self.opt_d, s, iters_per_epoch, total_epochs)
+        """Schedulers for both optimisers (:func:`build_schedulers`)."""
+        self.sched_g, self.sched_d = build_schedulers(self.recipe["sched"], self.opt_g, self.opt_d, iters_per_epoch, total_epochs)
 
     # --------------------------------------------------------------------------------------
     # one iteration
     # --------------------------------------------------------------------------------------
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-
     def _to_device(self, batch: Mapping[str, Any]) -> Dict[str, Any]:
-        out: Dict[str, Any] = {}
-        for k, v in batch.items():
-            if isinstance(v, torch.Tensor):
-                v = v.to(self.device, non_blocking=True)
-            elif isinstance(v, list) and v and isinstance(v[0], torch.Tensor):
-                v = [t.to(self.device, non_blocking=True) for t in v]
-            out[k] = v
+        from harmonykit.data.collate import batch_to_device
+
+        out = batch_to_device(dict(batch), self.device)
         if self.augment is not None:
             out = self.augment(out)
         for k in ("composite", "real", "mask"):
@@ -344,11 +245,6 @@ class Trainer:
         mods = self.augment.modules() if isinstance(self.augment, nn.Module) else [self.augment]
         return [g for m in mods for g in vars(m).values() if isinstance(g, torch.Generator)]
 
-    def _forward(self, batch: Mapping[str, Any], domain: str):
-        if len(getattr(self.model, "domains", ())) > 1:
-            return self._fwd(batch["composite"], batch["mask"], domain=domain)
-        return self._fwd(batch["composite"], batch["mask"])
-
     def _set_train(self) -> None:
         for m in self._modules():
             m.train()
@@ -358,180 +254,52 @@ class Trainer:
                     if isinstance(mod, nn.modules.batchnorm._BatchNorm):
                         mod.eval()
 
-    def _check_finite(self, terms: Mapping[str, torch.Tensor]) -> None:
-        if not terms:
-            return
-        vals = torch.stack([v.detach().float().reshape(()) for v in terms.values()])
-        if bool(torch.isfinite(vals).all()):
-            return
-        for name, v in terms.items():
-            if not bool(torch.isfinite(v.detach()).all()):
-                raise NonFiniteLossError(name, float(v.detach().float()), self.iteration)
-
-    def _recon(self, slot: str, out: Any, batch: Mapping[str, Any]) -> torch.Tensor:
-        fn, _ = self.losses[slot]
-        target = normalize(batch["real"]).to(out.image_normalized.dtype)
-        return fn(out.image_normalized, target, batch["mask"])
-
-    def _optimizer_step(self, opt, scaler, loss: torch.Tensor, params: List[nn.Parameter]) -> None:
-        scaler.scale(loss).backward()
-        all_reduce_grads(params, self.dist)
-        clip = self.recipe["optim"]["clip_grad"]
-        if clip is not None:
-            from timm.utils import dispatch_clip_grad
-
-            scaler.unscale_(opt)
-            dispatch_clip_grad(params, clip, mode=self.recipe["optim"]["clip_mode"])
-        scaler.step(opt)
-        scaler.update()
-
     def train_step(
         self,
         batches: Mapping[str, Mapping[str, Any]],
         after_d_step: Optional[Callable[["Trainer"], None]] = None,
     ) -> Dict[str, torch.Tensor]:
-        """One training iteration on ``{"rendered": batch, "real": batch}`` (only the domains
-        the mode uses are read). Returns the detached loss terms: unweighted terms under their
-        slot names plus ``D_loss``, ``D_rendered``, ``D_real``, ``entropy_in``,
-        ``entropy_out`` and the weighted total ``G_total``.
+        """One training iteration on ``{domain: batch}`` (only the domains this iteration
+        uses are read: :meth:`_step_domains`). Returns the detached loss terms: unweighted
+        terms under their slot names, the parts of terms that have them (``D_loss``,
+        ``D_<part>``, ``entropy_in``, ``entropy_out``) and the weighted total ``G_total``.
 
         ``after_d_step(trainer)`` runs right after the discriminator update (for tests).
         Raises :class:`NonFiniteLossError` before any optimiser step on a NaN / inf term.
         """
         self._set_train()
-        b = {d: self._to_device(batches[d]) for d in batches}
+        doms = self._step_domains(self.iteration)
+        missing = [d for d in doms if d not in batches]
+        if missing:
+            raise KeyError(f"train_step: iteration {self.iteration} of train.mode={self.mode} needs batches of {list(doms)}, "
+                           f"missing {missing}")
+        b = {d: self._to_device(batches[d]) for d in doms}
+        first = b[doms[0]]["composite"]
+        if not self._heads_checked and isinstance(first, torch.Tensor):
+            self.check_style_heads(*first.shape[-2:])
+        m = self._step_modules()
         if self.mode == "charmnet":
-            logs = self._charmnet_step(b, after_d_step)
+            hook = (lambda: after_d_step(self)) if after_d_step is not None else None
+            logs = charmnet_step(m, b, self.iteration, hook)
         else:
-            logs = self._single_step(b, self._step_domains(self.iteration))
+            logs = reconstruction_step(m, b, doms, self.iteration)
         if self.ema is not None:
             self.ema.update(self.model, step=self.iteration + 1)
         return logs
 
-    def _charmnet_step(self, b: Mapping[str, Mapping[str, Any]], after_d_step) -> Dict[str, torch.Tensor]:
-        rd, rl = b["rendered"], b["real"]
-        logs: Dict[str, torch.Tensor] = {}
-        with self._autocast():
-            out_rd = self._forward(rd, "rendered")
-            out_rl = self._forward(rl, "real")
-        D = self.discriminator
-        # --- discriminator step on detached features ---
-        if D is not None and self.opt_d is not None:
-            D.requires_grad_(True)
-            self.opt_d.zero_grad(set_to_none=True)
-            with self._autocast():
-                d_fn, d_w = self.losses["discriminator"]
-                parts = d_fn.parts(D(out_rd.features_in.detach()), D(out_rl.features_in.detach()))
-            d_terms = {"D_loss": parts["total"], "D_rendered": parts["rendered"], "D_real": parts["real"]}
-            self._check_finite(d_terms)
-            self._optimizer_step(self.opt_d, self.scaler_d, d_w * parts["total"], list(D.parameters()))
-            logs.update({k: v.detach() for k, v in d_terms.items()})
-            D.requires_grad_(False)
-        if after_d_step is not None:
-            after_d_step(self)
-        # --- generator + style heads step ---
-        self.opt_g.zero_grad(set_to_none=True)
-        terms: Dict[str, torch.Tensor] = {}
-        with self._autocast():
-            if "recon_rendered" in self.losses:
-                terms["recon_rendered"] = self._recon("recon_rendered", out_rd, rd)
-            if "recon_real" in self.losses:
-                terms["recon_real"] = self._recon("recon_real", out_rl, rl)
-            if "adversarial" in self.losses and D is not None:
-                terms["adversarial"] = self.losses["adversarial"][0](D(out_rd.features_in))
-            if self.style_in is not None:
-                # official call order: P_in(f_rd), P_out(g_rd), P_in(f_rl), P_out(g_rl)
-                lin_rd = self.style_in(out_rd.features_in)
-                lout_rd = self.style_out(out_rd.features_out)
-                lin_rl = self.style_in(out_rl.features_in)
-                lout_rl = self.style_out(out_rl.features_out)
-                if "style_in" in self.losses:
-                    terms["style_in"] = self.losses["style_in"][0](lin_rd.float(), rd["style_soft"])
-                if "style_out" in self.losses:
-                    terms["style_out"] = self.losses["style_out"][0](lout_rd.float(), rd["style"])
-                if "consistency" in self.losses:
-                    terms["consistency"] = self.losses["consistency"][0](lin_rl.float(), lout_rl.float())
-                if "entropy" in self.losses:
-                    er = self.losses["entropy"][0]
-                    p = er.parts(lin_rl.float(), lout_rl.float()) if hasattr(er, "parts") else {"total": er(lin_rl.float(), lout_rl.float())}
-                    terms["entropy"] = p["total"]
-                    for k in ("entropy_in", "entropy_out"):
-                        if k in p:
-                            logs[k] = p[k].detach()
-        total = sum(self.losses[k][1] * v for k, v in terms.items())
-        self._check_finite({**terms, "G_total": total})
-        self._optimizer_step(self.opt_g, self.scaler_g, total, self._g_params())
-        if D is not None:
-            D.requires_grad_(True)
-        logs.update({k: v.detach() for k, v in terms.items()})
-        logs["G_total"] = total.detach()
-        return logs
-
-    def _single_step(self, b: Mapping[str, Mapping[str, Any]], domains: Sequence[str]) -> Dict[str, torch.Tensor]:
-        self.opt_g.zero_grad(set_to_none=True)
-        terms: Dict[str, torch.Tensor] = {}
-        with self._autocast():
-            if self.mode == "fusion":
-                keys = ("composite", "real", "mask")
-                cat = {k: torch.cat([b[d][k] for d in domains]) for k in keys}
-                out = self._forward(cat, "real")
-                n0 = b[domains[0]]["composite"].shape[0]
-                for i, d in enumerate(domains):
-                    sl = slice(0, n0) if i == 0 else slice(n0, None)
-                    part = type(out)(image=out.image[sl], image_normalized=out.image_normalized[sl])
-                    terms[f"recon_{d}"] = self._recon(f"recon_{d}", part, {k: cat[k][sl] for k in keys})
-            else:
-                for d in domains:
-                    if f"recon_{d}" in self.losses:
-                        terms[f"recon_{d}"] = self._recon(f"recon_{d}", self._forward(b[d], d), b[d])
-        total = sum(self.losses[k][1] * v for k, v in terms.items())
-        self._check_finite({**terms, "G_total": total})
-        self._optimizer_step(self.opt_g, self.scaler_g, total, self._g_params())
-        logs = {k: v.detach() for k, v in terms.items()}
-        logs["G_total"] = total.detach()
-        return logs
-
     # --------------------------------------------------------------------------------------
-    # schedule of iterations
+    # schedule of iterations (DomainPlan)
     # --------------------------------------------------------------------------------------
-    def _stage1_iters(self, data: Optional[TrainData] = None) -> int:
-        t = self.recipe["train"]
-        if self.mode != "two_stage":
-            return 0
-        if t["stage1_iterations"] is not None:
-            return int(t["stage1_iterations"])
-        return int(t["stage1_epochs"]) * (data.num_batches("rendered") if data else 1)
-
     def _step_domains(self, it: int) -> Tuple[str, ...]:
-        if self.mode == "single":
-            return (self.recipe["train"]["domain"],)
-        if self.mode == "two_stage":
-            return ("rendered",) if it < self._stage1 else ("real",)
-        return DOMAINS
-
-    _stage1 = 0
+        return self.domain_plan.step_domains(it)
 
     def plan(self, data: TrainData) -> Tuple[int, int]:
         """(iterations per epoch, total iterations) for ``data``."""
-        t = self.recipe["train"]
-        self._stage1 = self._stage1_iters(data)
-        if self.mode == "single":
-            ipe = data.num_batches(t["domain"])
-        elif self.mode == "two_stage":
-            ipe = data.num_batches("real")
-        else:
-            ipe = min(data.num_batches("rendered"), data.num_batches("real"))
-        total = t["iterations"] if t["iterations"] is not None else t["epochs"] * ipe + self._stage1
-        return ipe, int(total)
+        self.domain_plan = self.domain_plan.with_schedule(self.recipe, data)
+        return self.domain_plan.iterations(self.recipe, data)
 
     def _position(self, it: int, data: TrainData, ipe: int) -> Tuple[int, int, Tuple[str, ...]]:
-        """(epoch, batch index, domains) of iteration ``it``."""
-        doms = self._step_domains(it)
-        if self.mode == "two_stage" and it < self._stage1:
-            n = data.num_batches("rendered")
-            return 100_000 + it // n, it % n, doms
-        j = it - self._stage1
-        return j // ipe, j % ipe, doms
+        return self.domain_plan.position(it, data, ipe)
 
     # --------------------------------------------------------------------------------------
     # checkpoints
@@ -601,7 +369,7 @@ class Trainer:
         return save_checkpoint(self.state_dict(), path)
 
     def load(self, path: Union[str, Path]) -> None:
-        state = load_checkpoint(path, map_location=self.device)
+        state = load_training_checkpoint(path, map_location=self.device)
         self.load_state_dict(state)
         _logger.info("resumed from %s at iteration %d", path, self.iteration)
 
@@ -619,75 +387,14 @@ class Trainer:
     # --------------------------------------------------------------------------------------
     # validation
     # --------------------------------------------------------------------------------------
-    @torch.no_grad()
     def validate(self, data: TrainData) -> Dict[str, float]:
-        """MSE / fMSE / PSNR (0-255 units, Samsung protocol: clamped, not quantised; mean over
-        images) on the validation set, real branch, eval mode."""
-        loader = data.val_loader()
-        if loader is None:
-            return {}
+        """Mean MSE / fMSE / PSNR / fPSNR (0-255 units, ``val.protocol`` of
+        :mod:`harmonykit.eval.metrics`) of the generator (EMA weights when on), default branch,
+        eval mode, on the validation set resized to ``val.image_size``."""
+        v = self.recipe["val"]
         net = self.ema.module if self.ema is not None else self.model
-        was = net.training
-        net.eval()
-        sums = {"mse": 0.0, "fmse": 0.0, "psnr": 0.0}
-        n = 0
-        maxb = self.recipe["val"]["max_batches"]
-        for i, batch in enumerate(loader):
-            if maxb is not None and i >= maxb:
-                break
-            bt = _resize_batch(batch, self.recipe["val"]["image_size"], self.device)
-            with self._autocast():
-                if len(getattr(net, "domains", ())) > 1:
-                    out = net(bt["composite"], bt["mask"], domain="real")
-                else:
-                    out = net(bt["composite"], bt["mask"])
-            pred = out.image.float().clamp(0, 1) * 255
-            gt = bt["real"].float() * 255
-            m = bt["mask"].float()
-            d2 = (pred - gt).pow(2)
-            mse = d2.mean(dim=(1, 2, 3))
-            fmse = (d2 * m).sum(dim=(1, 2, 3)) / (3 * m.sum(dim=(1, 2, 3)) + 1e-6)
-            peak = gt.amax(dim=(1, 2, 3))
-            psnr = 10 * torch.log10(peak.pow(2) / (mse + 1e-6))
-            sums["mse"] += float(mse.sum())
-            sums["fmse"] += float(fmse.sum())
-            sums["psnr"] += float(psnr.sum())
-            n += pred.shape[0]
-        net.train(was)
-        return {k: v / max(n, 1) for k, v in sums.items()}
-
-    # --------------------------------------------------------------------------------------
-    # logging
-    # --------------------------------------------------------------------------------------
-    def _log_row(self, split: str, row: Dict[str, Any]) -> None:
-        if self.run_dir is None or not self.dist.is_main:
-            return
-        row = {"split": split, **row}
-        with open(self.run_dir / "log.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        lg = self.recipe["log"]
-        if lg["csv"]:
-            path = self.run_dir / f"{split}.csv"
-            new = not path.exists()
-            with open(path, "a", newline="") as f:
-                if split not in self._csv_writers:
-                    self._csv_writers[split] = list(row.keys()) if new else _csv_header(path) or list(row.keys())
-                w = csv.DictWriter(f, fieldnames=self._csv_writers[split], extrasaction="ignore")
-                if new:
-                    w.writeheader()
-                w.writerow(row)
-        if lg["tensorboard"]:
-            if self._tb is None:
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-
-                    self._tb = SummaryWriter(str(self.run_dir / "tb"))
-                except Exception:  # noqa: BLE001 - tensorboard is optional
-                    self._tb = False
-            if self._tb:
-                for k, v in row.items():
-                    if isinstance(v, (int, float)) and k != "iteration":
-                        self._tb.add_scalar(f"{split}/{k}", v, row.get("iteration", self.iteration))
+        return validate(net, data.val_loader(), v["image_size"], self.device, v["protocol"], v["max_batches"],
+                        self._step_modules().autocast)
 
     # --------------------------------------------------------------------------------------
     # the loop
@@ -718,6 +425,7 @@ class Trainer:
         ipe, total = self.plan(data)
         total_epochs = max(1, math.ceil(total / max(ipe, 1)))
         self.build_schedulers(ipe, total_epochs)
+        self.model.has_trained_weights = True  # trained here: no "random weights" guard downstream
         if resume is not None:
             self.load(resume)
         if self.run_dir is not None and self.dist.is_main:
@@ -736,7 +444,7 @@ class Trainer:
             from tqdm import tqdm
 
             bar = tqdm(total=total, initial=self.iteration, desc=self.recipe["name"], dynamic_ncols=True)
-        t0, seen, running = time.perf_counter(), 0, {}
+        t0, seen, running = time.perf_counter(), 0, RunningMean()
         deadline = None if max_seconds is None else t0 + float(max_seconds)
         status = "done"
         try:
@@ -755,19 +463,18 @@ class Trainer:
                 seen += sum(int(b["composite"].shape[0]) for b in batches.values()) * self.dist.world_size
                 self._sched_step(ipe)
                 vals = {k: float(v) for k, v in logs.items()}
-                for k, v in vals.items():
-                    running[k] = v if k not in running else 0.9 * running[k] + 0.1 * v
+                running.update(vals)
                 ips = seen / max(time.perf_counter() - t0, 1e-9)
                 if bar is not None:
                     bar.update(1)
-                    show = {k: f"{running[k]:.3g}" for k in ("G_total", "D_loss") if k in running}
+                    show = {k: f"{running.values[k]:.3g}" for k in ("G_total", "D_loss") if k in running.values}
                     show["img/s"] = f"{ips:.1f}"
                     bar.set_postfix(show)
                 if lg["interval"] and (self.iteration % lg["interval"] == 0 or self.iteration == total):
                     if self.dist.enabled:
                         vals = {k: float(all_reduce_mean(v, self.dist)) for k, v in logs.items()}
                     lr = self.opt_g.param_groups[0]["lr"]
-                    self._log_row("train", {"iteration": self.iteration, "epoch": epoch, "lr": lr, **vals, "images_per_s": ips})
+                    self.logger.row("train", {"iteration": self.iteration, "epoch": epoch, "lr": lr, **vals, "images_per_s": ips}, self.iteration)
                 if val_int and self.iteration % val_int == 0 and self.iteration < total:
                     self._run_validation(data)
                 if ck["interval"] and self.iteration % ck["interval"] == 0 and self.run_dir is not None:
@@ -791,8 +498,7 @@ class Trainer:
             self._save_last()
             if finished and self.dist.is_main:
                 self.export_pretrained(self.run_dir / "pretrained")
-        if self._tb:
-            self._tb.close()
+        self.logger.close()
         return status
 
     def _sched_step(self, ipe: int) -> None:
@@ -817,11 +523,11 @@ class Trainer:
         _barrier(self.dist)
         if not metrics:
             return
-        self._log_row("val", {"iteration": self.iteration, **metrics})
+        self.logger.row("val", {"iteration": self.iteration, **metrics}, self.iteration)
         _logger.info("iteration %d: val %s", self.iteration, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         key = self.recipe["val"]["metric"]
         v = metrics[key]
-        better = self.best_metric is None or (v > self.best_metric if key == "psnr" else v < self.best_metric)
+        better = self.best_metric is None or (v > self.best_metric if higher_is_better(key) else v < self.best_metric)
         if better:
             self.best_metric = v
             if self.run_dir is not None:
@@ -861,42 +567,27 @@ class Trainer:
 
 
 # ------------------------------------------------------------------------------------------
-def _resize_batch(batch: Mapping[str, Any], size: int, device: torch.device) -> Dict[str, torch.Tensor]:
-    """``composite``, ``real``, ``mask`` as ``(B, C, size, size)`` on ``device`` (bilinear resize
-    of each sample whose size differs; lists of differently sized samples are allowed)."""
-    import torch.nn.functional as F
+def build_schedulers(
+    s: Mapping[str, Any], opt_g: torch.optim.Optimizer, opt_d: Optional[torch.optim.Optimizer], iters_per_epoch: int, total_epochs: int
+) -> Tuple[Any, Any]:
+    """Schedulers ``(generator, discriminator)`` from the recipe's ``sched`` section
+    (:func:`harmonykit.train.schedulers.create_scheduler`: ``none`` keeps the lr constant,
+    ``multistep`` decays at exactly the milestones, as torch's ``MultiStepLR``)."""
+    from harmonykit.train.schedulers import create_scheduler
 
-    out: Dict[str, torch.Tensor] = {}
-    for k in ("composite", "real", "mask"):
-        v = batch[k]
-        items = list(v) if isinstance(v, (list, tuple)) else list(v.unbind(0))
-        res = []
-        for t in items:
-            t = t.to(device).float().unsqueeze(0)
-            if t.shape[-2:] != (size, size):
-                t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
-            res.append(t)
-        out[k] = torch.cat(res)
-    return out
+    sched_g = create_scheduler(opt_g, s, iters_per_epoch, total_epochs)
+    sched_d = create_scheduler(opt_d, s, iters_per_epoch, total_epochs) if opt_d is not None else None
+    return sched_g, sched_d
 
 
-def _mode_slots(mode: str, domain: str, has_d: bool, has_heads: bool) -> set:
-    if mode == "single":
-        return {f"recon_{domain}"}
-    if mode in ("fusion", "two_stage"):
-        return {"recon_rendered", "recon_real"}
-    slots = {"recon_rendered", "recon_real"}
-    if has_d:
-        slots |= {"discriminator", "adversarial"}
-    if has_heads:
-        slots |= {"style_in", "style_out", "consistency", "entropy"}
-    return slots
-
-
-def _auto_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+def _train_image_size(recipe: Mapping[str, Any]) -> Optional[int]:
+    """The square training image size when the recipe fixes it (synthetic data, or an
+    augmentation with a ``size``); ``None``: known at the first batch."""
+    d = recipe["data"]
+    if d["kind"] == "synthetic":
+        return int(d["synthetic"]["image_size"])
+    size = (d["augmentation"] or {}).get("size")
+    return int(size) if isinstance(size, int) else None
 
 
 def _opt_takes(opt: str, arg: str) -> bool:
@@ -915,14 +606,6 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     return obj
-
-
-def _csv_header(path: Path) -> Optional[List[str]]:
-    try:
-        with open(path, newline="") as f:
-            return next(csv.reader(f))
-    except (OSError, StopIteration):
-        return None
 
 
 def _barrier(info: DistInfo) -> None:

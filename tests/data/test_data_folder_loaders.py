@@ -1,4 +1,4 @@
-"""Folder dataset, collation, the mixed-domain loader, check-data."""
+"""Folder dataset, collation, check-data."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,14 +14,12 @@ from harmonykit.data import (
     DataFileNotFoundError,
     FolderDataset,
     ListFormatError,
-    MixedDomainLoader,
     RdHarmonyDataset,
     batch_to_device,
     check_dataset,
     collate_samples,
     detect_format,
     make_composites,
-    make_loader,
 )
 
 
@@ -84,51 +82,18 @@ def test_collate_and_device():
         collate_samples([])
 
 
-class _Toy(torch.utils.data.Dataset):
-    def __init__(self, n, domain):
-        self.n, self.domain = n, domain
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        s = {"composite": torch.full((3, 4, 4), float(i)), "real": torch.zeros(3, 4, 4), "mask": torch.ones(1, 4, 4),
-             "domain": self.domain, "name": f"{self.domain}{i}"}
-        if self.domain == "rendered":
-            s["style_soft"] = torch.full((10,), 0.1)
-            s["style"] = torch.tensor(i % 10)
-        return s
+def _seeded_loader(ds, batch_size, seed, num_workers):
+    g = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(ds, batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
+                                       collate_fn=collate_samples, generator=g)
 
 
-def test_mixed_domain_loader():
-    rendered, real = _Toy(20, "rendered"), _Toy(9, "real")
-    ld = MixedDomainLoader(rendered, real, batch_size_rendered=4, batch_size_real=3, seed=0)
-    assert len(ld) == 3  # min(20 // 4, 9 // 3)
-    batches = list(ld)
-    assert len(batches) == 3
-    for b in batches:
-        assert b["rendered"]["composite"].shape == (4, 3, 4, 4) and b["real"]["composite"].shape == (3, 3, 4, 4)
-        assert b["rendered"]["style_soft"].shape == (4, 10) and b["rendered"]["style"].dtype == torch.int64
-        assert set(b["real"]["domain"]) == {"real"} and "style" not in b["real"]
-    names = [b["rendered"]["name"] for b in batches]
-    again = [b["rendered"]["name"] for b in MixedDomainLoader(rendered, real, 4, 3, seed=0)]
-    other = [b["rendered"]["name"] for b in MixedDomainLoader(rendered, real, 4, 3, seed=1)]
-    assert names == again and names != other
-    # each domain is shuffled (not in file order), and by its own generator
-    flat = sum(names, [])
-    assert flat != [f"rendered{i}" for i in range(12)]
-    ld.set_epoch(1)
-    assert [b["rendered"]["name"] for b in ld] != names
-    with pytest.raises(ValueError, match="real loader has no full batch"):
-        MixedDomainLoader(rendered, _Toy(2, "real"), 4, 3)
-
-
-def test_make_loader_with_worker_side_crop(tmp_path, dbuild):
+def test_worker_side_crop_stacks_and_is_seeded(tmp_path, dbuild):
     from harmonykit.data import RandomResizedCropSample
 
     ds = FolderDataset(_folder(tmp_path / "f", dbuild), transform=RandomResizedCropSample(size=8))
-    out1 = [b["composite"] for b in make_loader(ds, 2, seed=3, num_workers=1)]
-    out2 = [b["composite"] for b in make_loader(ds, 2, seed=3, num_workers=1)]
+    out1 = [b["composite"] for b in _seeded_loader(ds, 2, seed=3, num_workers=1)]
+    out2 = [b["composite"] for b in _seeded_loader(ds, 2, seed=3, num_workers=1)]
     assert len(out1) == 2 and out1[0].shape == (2, 3, 8, 8)
     assert all(torch.equal(x, y) for x, y in zip(out1, out2))
 
@@ -169,36 +134,3 @@ def test_check_data_rdharmony(tmp_path, monkeypatch):
     assert check_dataset("ds", progress=False, coverage=False).ok
     with pytest.raises(DataError, match="unrecognised layout"):
         detect_format(tmp_path / "r")
-
-
-def test_mixed_domain_loader_uses_distributed_sampler(tmp_path):
-    import torch.distributed as dist
-    from torch.utils.data import DistributedSampler
-
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
-    try:
-        ld = MixedDomainLoader(_Toy(8, "rendered"), _Toy(8, "real"), 2, 2, seed=0)
-        assert all(isinstance(x.sampler, DistributedSampler) for x in ld.loaders.values())
-        ld.set_epoch(0)
-        e0 = [b["real"]["name"] for b in ld]
-        ld.set_epoch(1)
-        e1 = [b["real"]["name"] for b in ld]
-        assert len(e0) == 4 and sorted(sum(e0, [])) == sorted(sum(e1, [])) and e0 != e1
-    finally:
-        dist.destroy_process_group()
-
-
-def test_flat_folder_on_real_rendered_triplets(real_data_dir):
-    root = real_data_dir / "rendered"
-    ds = FolderDataset(root, domain="rendered")
-    assert len(ds) == 22
-    i = [r.name for r in ds.records].index("rd_trip_r0_s0")
-    s = ds[i]
-    assert s["composite"].shape == (3, 177, 315) and s["domain"] == "rendered"
-    want = np.asarray(Image.open(root / "rd_trip_r0_s0_real.png").convert("RGB"), dtype=np.float32) / 255
-    assert torch.equal(s["real"], torch.from_numpy(want.transpose(2, 0, 1)))
-    # composite and real agree outside the mask (up to its soft edge), differ inside
-    bg = (s["mask"][0] < 0.5)
-    diff = (s["composite"] - s["real"]).abs().amax(0)
-    assert float((diff[bg] > 0).float().mean()) < 0.1
-    assert float(diff[~bg].mean()) > 20 * float(diff[bg].mean())

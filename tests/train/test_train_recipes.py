@@ -148,8 +148,8 @@ def test_print_recipe_is_resolved(capsys):
 
 
 def test_unknown_model_argument_fails_before_training(tmp_path, capsys):
-    """Model entrypoints take **kwargs, so their arguments are checked by the model builder,
-    the first thing a run does (nothing is written)."""
+    """Model arguments are checked when the recipe loads (against the backbone / adapter
+    signature, without building): the CLI reports them and writes nothing."""
     rc = main(["train", "tiny", "--set", "model.max_chanels=64", "--output-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and "max_chanels" in err and "max_channels" in err

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harmonykit.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from harmonykit.train.checkpoint import CHECKPOINT_FORMAT, load_training_checkpoint, save_checkpoint
 
 ITERS = 4  # tiny.yaml: 4 iterations, checkpoint after every one
 
@@ -95,13 +95,13 @@ def test_kill_and_resume_equals_uninterrupted(reference_run, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    killed_at = load_checkpoint(tmp_path / "killed" / "last.pth")["iteration"]
+    killed_at = load_training_checkpoint(tmp_path / "killed" / "last.pth")["iteration"]
     assert it <= killed_at < ITERS, "the run finished before it was killed"
     r = subprocess.run(_cmd(tmp_path, "killed", "--resume"), env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    resumed = load_checkpoint(tmp_path / "killed" / "last.pth")
+    resumed = load_training_checkpoint(tmp_path / "killed" / "last.pth")
     assert resumed["iteration"] == ITERS
-    _assert_same_state(resumed, load_checkpoint(reference_run / "last.pth"))
+    _assert_same_state(resumed, load_training_checkpoint(reference_run / "last.pth"))
 
 
 def test_ctrl_c_saves_and_exits(tmp_path):
@@ -111,7 +111,7 @@ def test_ctrl_c_saves_and_exits(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted at iteration" in err
-    ck = load_checkpoint(tmp_path / "intr" / "last.pth")
+    ck = load_training_checkpoint(tmp_path / "intr" / "last.pth")
     assert 1 <= ck["iteration"] < ITERS
     n = int(err.split("interrupted at iteration ")[1].split(";")[0])
     assert ck["iteration"] == n  # the checkpoint holds the iteration it stopped at
@@ -134,7 +134,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ca
     err = capsys.readouterr().err
     assert rc == 3
     assert "'adversarial'" in err and "iteration 2" in err and "last good checkpoint" in err
-    ck = load_checkpoint(tmp_path / "nan" / "last.pth")
+    ck = load_training_checkpoint(tmp_path / "nan" / "last.pth")
     assert ck["iteration"] == 2
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
 
@@ -149,9 +149,9 @@ def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", boom)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint({"format": CHECKPOINT_FORMAT, "iteration": 2}, path)
-    assert load_checkpoint(path)["iteration"] == 1  # the old file is intact
+    assert load_training_checkpoint(path)["iteration"] == 1  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]  # no temp file left
     monkeypatch.undo()
     with pytest.raises(ValueError, match="not a harmonykit training checkpoint"):
         torch.save({"a": torch.ones(1)}, str(tmp_path / "other.pth"))
-        load_checkpoint(tmp_path / "other.pth")
+        load_training_checkpoint(tmp_path / "other.pth")

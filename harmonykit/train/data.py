@@ -1,0 +1,249 @@
+"""Training data and domain routing.
+
+- :class:`DomainPlan`: the data domains a ``train.mode`` reads (from the recipe), the model
+  branch each one runs (from the model's ``.domains``), and which domains an iteration uses
+  (``two_stage``: the first domain, then the last), with the epoch / batch position of every
+  iteration (what exact resume relies on).
+- :class:`TrainData`: per-domain datasets with resumable, rank-aware batch samplers, and the
+  validation set. :meth:`TrainData.from_recipe` builds them from the synthetic generator or
+  from ``harmonykit.registry.DATASETS`` entries, and checks that each dataset's ``domain`` tag
+  matches the recipe key it is loaded under.
+
+Domain names are never spelled out here: they come from ``train.domains`` / ``train.domain``
+(defaults: :data:`harmonykit.models.base.CHARMNET_DOMAINS` / ``DEFAULT_DOMAIN``) and from
+the model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+
+from harmonykit.registry import DATASETS
+from harmonykit.train.distributed import DistInfo, ShardedBatchSampler
+from harmonykit.train.synthetic import SyntheticHarmonizationDataset
+
+__all__ = ["DomainPlan", "TrainData", "recipe_domains", "component_kwargs"]
+
+TWO_STAGE_EPOCH_OFFSET = 100_000  # stage-1 epochs are numbered from here (distinct shuffles)
+
+
+def component_kwargs(spec: Mapping[str, Any]) -> Dict[str, Any]:
+    """A recipe component's constructor kwargs (everything but ``name``)."""
+    return {k: v for k, v in spec.items() if k != "name"}
+
+
+def recipe_domains(recipe: Mapping[str, Any]) -> Tuple[str, ...]:
+    """The data domains ``train.mode`` reads: ``(train.domain,)`` for ``single``, else
+    ``train.domains`` in order (``charmnet``: source, target; ``two_stage``: stage 1, stage 2)."""
+    t = recipe["train"]
+    return (t["domain"],) if t["mode"] == "single" else tuple(t["domains"])
+
+
+@dataclass(frozen=True)
+class DomainPlan:
+    """Which data domains a mode reads and which model branch each runs.
+
+    Attributes:
+        mode: ``train.mode``.
+        domains: the data domains, in order (``source`` = first, ``target`` = last).
+        branches: data domain -> the ``domain`` argument of the model's forward.
+        stage1: ``two_stage``: iterations on the first domain before switching (set by
+            :meth:`with_schedule`).
+    """
+
+    mode: str
+    domains: Tuple[str, ...]
+    branches: Mapping[str, Optional[str]]
+    stage1: int = 0
+
+    @property
+    def source(self) -> str:
+        return self.domains[0]
+
+    @property
+    def target(self) -> str:
+        return self.domains[-1]
+
+    @classmethod
+    def for_model(cls, recipe: Mapping[str, Any], model: nn.Module) -> "DomainPlan":
+        """Route the recipe's data domains to the model's branches.
+
+        A data domain runs the model branch of the same name; a single-domain model runs its
+        one branch for every data domain (fusion / two-stage baselines). ``charmnet`` needs a
+        model with a branch for each of its two data domains.
+        """
+        mode = recipe["train"]["mode"]
+        domains = recipe_domains(recipe)
+        model_domains = tuple(getattr(model, "domains", ()))
+        name = recipe["model"]["name"]
+        key = "train.domain" if mode == "single" else "train.domains"
+        if mode == "charmnet":
+            if len(model_domains) < 2:
+                raise ValueError(
+                    f"model.name: train.mode=charmnet needs a two-domain model, {name!r} has domains {list(model_domains)}"
+                )
+            missing = [d for d in domains if d not in model_domains]
+            if missing:
+                raise ValueError(
+                    f"{key}: {list(domains)} are not all domains of model {name!r} (it has {list(model_domains)}); "
+                    f"set {key} to two of them, source first"
+                )
+        branches: Dict[str, Optional[str]] = {}
+        for d in domains:
+            if d in model_domains:
+                branches[d] = d
+            elif len(model_domains) <= 1:
+                branches[d] = None  # the model's one branch
+            else:
+                raise ValueError(
+                    f"{key}: data domain {d!r} is not a domain of model {name!r} (it has {list(model_domains)})"
+                )
+        return cls(mode, domains, branches)
+
+    # --- schedule ------------------------------------------------------------------------
+    def with_schedule(self, recipe: Mapping[str, Any], data: Optional["TrainData"]) -> "DomainPlan":
+        """A copy with ``stage1`` computed for ``data`` (``two_stage`` only)."""
+        t = recipe["train"]
+        stage1 = 0
+        if self.mode == "two_stage":
+            if t["stage1_iterations"] is not None:
+                stage1 = int(t["stage1_iterations"])
+            else:
+                stage1 = int(t["stage1_epochs"]) * (data.num_batches(self.source) if data else 1)
+        return DomainPlan(self.mode, self.domains, self.branches, stage1)
+
+    def step_domains(self, it: int) -> Tuple[str, ...]:
+        """The data domains iteration ``it`` reads."""
+        if self.mode == "two_stage":
+            return (self.source,) if it < self.stage1 else (self.target,)
+        return self.domains
+
+    def iterations(self, recipe: Mapping[str, Any], data: "TrainData") -> Tuple[int, int]:
+        """(iterations per epoch, total iterations); an epoch ends with the shortest domain."""
+        t = recipe["train"]
+        if self.mode == "two_stage":
+            ipe = data.num_batches(self.target)
+        else:
+            ipe = min(data.num_batches(d) for d in self.domains)
+        total = t["iterations"] if t["iterations"] is not None else t["epochs"] * ipe + self.stage1
+        return ipe, int(total)
+
+    def position(self, it: int, data: "TrainData", ipe: int) -> Tuple[int, int, Tuple[str, ...]]:
+        """(epoch, batch index, domains) of iteration ``it``."""
+        doms = self.step_domains(it)
+        if self.mode == "two_stage" and it < self.stage1:
+            n = data.num_batches(self.source)
+            return TWO_STAGE_EPOCH_OFFSET + it // n, it % n, doms
+        j = it - self.stage1
+        return j // ipe, j % ipe, doms
+
+
+# ------------------------------------------------------------------------------------------
+class TrainData:
+    """Per-domain datasets with resumable, rank-aware batch samplers.
+
+    ``batches(domain, epoch, start_batch)`` iterates the batches of one epoch from
+    ``start_batch``; the order depends only on (seed, domain, epoch), so a resumed run sees
+    the same batches as an uninterrupted one.
+    """
+
+    def __init__(
+        self,
+        datasets: Mapping[str, Dataset],
+        batch_size: int,
+        seed: int = 0,
+        num_workers: int = 0,
+        dist_info: Optional[DistInfo] = None,
+        val: Optional[Dataset] = None,
+        val_batch_size: int = 8,
+        shuffle: bool = True,
+    ) -> None:
+        info = dist_info or DistInfo()
+        self.datasets = dict(datasets)
+        self.val = val
+        self.val_batch_size = val_batch_size
+        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+        self.samplers = {}
+        for i, (dom, ds) in enumerate(self.datasets.items()):
+            try:
+                self.samplers[dom] = ShardedBatchSampler(len(ds), batch_size, shuffle, seed * 1000 + 101 * (i + 1), info.rank, info.world_size)
+            except ValueError as e:
+                raise ValueError(f"data.{dom}: {e}") from None
+
+    @classmethod
+    def from_recipe(cls, recipe: Mapping[str, Any], dist_info: Optional[DistInfo] = None, synthetic: bool = False) -> "TrainData":
+        """Build from ``recipe["data"]`` (``synthetic=True`` forces synthetic tensors).
+
+        Raises ``ValueError`` when a dataset's ``domain`` tag differs from the recipe key
+        (``data.<domain>``) it is loaded under."""
+        d, t = recipe["data"], recipe["train"]
+        domains = recipe_domains(recipe)
+        if synthetic or d["kind"] == "synthetic":
+            s = d["synthetic"]
+            labels = {dom: (i == 0) for i, dom in enumerate(domains)} if len(domains) > 1 else {}
+            sets = {
+                dom: SyntheticHarmonizationDataset(
+                    s["length"], s["image_size"], dom, recipe["seed"], s["num_styles"], labels.get(dom)
+                )
+                for dom in domains
+            }
+            # validation runs the model's default branch: the target domain of the recipe
+            val = SyntheticHarmonizationDataset(s["val_length"], s["image_size"], t["domains"][-1], recipe["seed"] + 7919)
+            workers = 0
+        else:
+            sets = {}
+            for dom in domains:
+                spec = d.get(dom)
+                if spec is None:
+                    raise ValueError(f"data.{dom}: train.mode={t['mode']} needs a {dom} dataset")
+                sets[dom] = DATASETS.create(spec["name"], **component_kwargs(spec))
+                check_domain_tag(sets[dom], dom, spec["name"])
+            val = DATASETS.create(d["val"]["name"], **component_kwargs(d["val"])) if d["val"] else None
+            workers = d["num_workers"]
+        return cls(sets, t["batch_size"], recipe["seed"], workers, dist_info, val, recipe["val"]["batch_size"])
+
+    def num_batches(self, domain: str) -> int:
+        return len(self.samplers[domain])
+
+    def batches(self, domain: str, epoch: int, start_batch: int = 0) -> Iterator[Dict[str, Any]]:
+        sampler = self.samplers[domain]
+        sampler.set_epoch(epoch, start_batch)
+        gen = torch.Generator().manual_seed(self.seed * 7_368_787 + epoch * 31 + len(domain))
+        loader = DataLoader(
+            self.datasets[domain],
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
+            generator=gen,
+            persistent_workers=False,
+            collate_fn=_collate_fn(self.datasets[domain]),
+        )
+        return iter(loader)
+
+    def val_loader(self) -> Optional[DataLoader]:
+        if self.val is None:
+            return None
+        return DataLoader(self.val, batch_size=self.val_batch_size, shuffle=False, num_workers=self.num_workers,
+                          collate_fn=_collate_fn(self.val))
+
+
+def check_domain_tag(ds: Dataset, key: str, name: str) -> None:
+    """``ValueError`` when ``ds.domain`` (if the dataset has one) is not ``key``."""
+    tag = getattr(ds, "domain", None)
+    if tag is not None and tag != key:
+        raise ValueError(
+            f"data.{key}: dataset {name!r} has domain {tag!r} but is loaded under data.{key} "
+            f"(the {key!r} domain); move it to data.{tag} or set data.{key}.domain: {key}"
+        )
+
+
+def _collate_fn(ds: Dataset):
+    """The data package's collate (keeps differently sized images as lists) for real datasets."""
+    if isinstance(ds, SyntheticHarmonizationDataset):
+        return None
+    from harmonykit.data.collate import collate_samples
+
+    return collate_samples
