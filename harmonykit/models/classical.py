@@ -35,7 +35,6 @@ from harmonykit.models._builder import finalize_model, pop_pretrained_opts, regi
 from harmonykit.models._pretrained import PretrainedCfg, register_pretrained_cfgs
 from harmonykit.models.base import Harmonizer
 from harmonykit.models.outputs import HarmonizationOutput
-from harmonykit.normalization import normalize
 
 __all__ = [
     "ClassicalHarmonizer",
@@ -144,6 +143,8 @@ class ClassicalHarmonizer(Harmonizer):
     """
 
     weight_free: bool = True
+    output_mean = (0.0, 0.0, 0.0)  # .image_normalized is the [0, 1] image itself
+    output_std = (1.0, 1.0, 1.0)
     native_resolution: bool = True  # runs on the full-size image directly (harmonize policy "native")
     size_divisor: int = 1
     min_size: int = 2
@@ -165,7 +166,7 @@ class ClassicalHarmonizer(Harmonizer):
         self.check_inputs(composite, mask)
         m = mask.to(composite.dtype)
         image = composite + m * (self.transfer(composite, m) - composite)
-        return HarmonizationOutput(image=image, image_normalized=normalize(image))
+        return HarmonizationOutput(image=image, image_normalized=image)
 
 
 class IdentityHarmonizer(ClassicalHarmonizer):
@@ -255,7 +256,7 @@ class StatisticsTransfer(ClassicalHarmonizer):
         self.resolve_domain(domain)
         self.check_inputs(composite, mask)
         image = self._forward_strips(composite, mask.to(composite.dtype))
-        return HarmonizationOutput(image=image, image_normalized=normalize(image))
+        return HarmonizationOutput(image=image, image_normalized=image)
 
     def _forward_strips(self, composite: torch.Tensor, mask: torch.Tensor, rows: Optional[int] = None) -> torch.Tensor:
         """The same result as the vectorised path, in strips of rows (large images, no autograd):
