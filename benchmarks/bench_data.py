@@ -113,8 +113,8 @@ def _shard_rate(prepared: Path, workers: int, samples: int, batch: int, device: 
 
     ds = _Repeat(ShardDataset(prepared, view=f"{prepared.name}_test",
                               transform=RandomResizedCropSample(size=256)), samples)
-    loader = make_loader(ds, batch, shuffle=False, num_workers=workers, drop_last=False,
-                         pin_memory=device.type == "cuda")
+    loader = DataLoader(ds, batch, shuffle=False, num_workers=workers, drop_last=False,
+                        pin_memory=device.type == "cuda", collate_fn=collate_samples)
     n = 0
     t0 = time.perf_counter()
     for b in loader:

@@ -26,6 +26,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointLayout",
     "register_layout",
+    "register_single_network_layout",
     "read_state_dict",
     "detect_layout",
     "convert_state_dict",
@@ -132,6 +133,26 @@ def register_layout(layout: CheckpointLayout) -> CheckpointLayout:
     """Declare a key layout in ``CHECKPOINT_LAYOUTS`` (called by the model files)."""
     CHECKPOINT_LAYOUTS.register(layout, name=layout.name, force=True)
     return layout
+
+
+def register_single_network_layout(
+    name: str,
+    detect: Callable[[List[str]], bool],
+    to_ours: Callable[[Mapping[str, torch.Tensor]], StateDict],
+    infer: Optional[Callable[[Mapping[str, torch.Tensor]], Any]] = None,
+    priority: int = 30,
+) -> CheckpointLayout:
+    """Register the official layout of a single network: ``to_ours`` renames it to the model's
+    own names; a CharmNet model on that backbone (``from_single_network``) takes it as one
+    domain's branch plus the shared stages, as the official CharmNet code initialises it."""
+
+    def to_model(model: nn.Module, sd: StateDict, domain: Optional[str]) -> Tuple[StateDict, List[str]]:
+        ours = to_ours(sd)
+        if hasattr(model, "from_single_network"):
+            return model.from_single_network(ours, domain)
+        return ours, []
+
+    return register_layout(CheckpointLayout(name, detect=detect, to_model=to_model, infer=infer, priority=priority))
 
 
 def _layouts() -> List[CheckpointLayout]:

@@ -9,7 +9,6 @@ Name forms:
 """
 from __future__ import annotations
 
-import copy
 import fnmatch
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -124,7 +123,7 @@ def from_pretrained(
     revision: Optional[str] = None,
     cache_dir: Optional[Union[str, os.PathLike]] = None,
     strict: bool = True,
-    map_location: Union[str, "torch.device"] = "cpu",
+    map_location: Union[str, Any] = "cpu",
     _source: Optional[str] = None,
     **kwargs: Any,
 ) -> nn.Module:

@@ -21,7 +21,6 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from harmonykit.eval.metrics import METRIC_NAMES, MetricProtocol, get_protocol
 from harmonykit.eval.triplets import Triplet, find_triplets, read_list_file

@@ -13,7 +13,7 @@ entries in their own files (``make_charmnet_entrypoints``).
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 import torch
 

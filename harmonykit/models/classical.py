@@ -29,7 +29,6 @@ import math
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from harmonykit.models._builder import finalize_model, pop_pretrained_opts, register_model
 from harmonykit.models._pretrained import PretrainedCfg, register_pretrained_cfgs

@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harmonykit.convert import CheckpointError, CheckpointLayout, register_layout
+from harmonykit.convert import CheckpointError, register_single_network_layout
 from harmonykit.models._builder import build_model, register_model
 from harmonykit.models._pretrained import PretrainedCfg, register_pretrained_cfgs
 from harmonykit.models.base import FeatureInfo, StageBackbone, StageOutput
@@ -607,21 +607,7 @@ __all__ += ["charmnet_dovenet", "charmnet_dovenet_shared"]
 
 
 
-def _official_dovenet_to_model(model: nn.Module, sd: Dict[str, torch.Tensor], domain: Optional[str]):
-    """An official generator file into ``model``; a CharmNet model on this backbone takes it as
-    one domain's branch plus the shared stages."""
-    ours = official_dovenet_to_unet(sd)
-    if hasattr(model, "from_single_network"):
-        return model.from_single_network(ours, domain)
-    return ours, []
-
-
-register_layout(
-    CheckpointLayout(
-        "official_dovenet",
-        detect=lambda keys: is_official_dovenet(list(keys)),
-        to_model=_official_dovenet_to_model,
-        infer=lambda sd: infer_dovenet_args(sd),
-        priority=30,
-    )
+register_single_network_layout(
+    "official_dovenet", detect=lambda keys: is_official_dovenet(list(keys)), to_ours=official_dovenet_to_unet,
+    infer=infer_dovenet_args,
 )

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harmonykit.convert import CheckpointLayout, register_layout
+from harmonykit.convert import register_single_network_layout
 from harmonykit.models._builder import finalize_model, pop_pretrained_opts, register_model
 from harmonykit.models._pretrained import PretrainedCfg, register_pretrained_cfgs
 from harmonykit.models.base import Harmonizer
@@ -274,23 +274,9 @@ def infer_hao_args(sd: Mapping[str, torch.Tensor]) -> Optional[Tuple[str, Dict[s
     return "hao_attention", {"width_divisor": 64 // int(sd["encoder.0.conv.weight"].shape[0])}
 
 
-def _official_hao_attention_to_model(model, sd, domain):
-    """An official file into ``model``; a CharmNet model built on this backbone takes it as one
-    domain's branch plus the shared stages."""
-    ours = official_hao_to_ours(sd)
-    if hasattr(model, "from_single_network"):
-        return model.from_single_network(ours, domain)
-    return ours, []
-
-
-register_layout(
-    CheckpointLayout(
-        "official_hao_attention",
-        detect=lambda keys: is_official_hao(dict.fromkeys(keys)),
-        to_model=_official_hao_attention_to_model,
-        infer=lambda sd: infer_hao_args(sd),
-        priority=30,
-    )
+register_single_network_layout(
+    "official_hao_attention", detect=lambda keys: is_official_hao(dict.fromkeys(keys)), to_ours=official_hao_to_ours,
+    infer=infer_hao_args,
 )
 
 

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from harmonykit.convert import CheckpointError, CheckpointLayout, register_layout
+from harmonykit.convert import CheckpointError, CheckpointLayout, register_layout, register_single_network_layout
 from harmonykit.models._builder import build_model, register_model
 from harmonykit.models._pretrained import PretrainedCfg, register_pretrained_cfgs
 from harmonykit.models.base import FeatureInfo, StageBackbone, StageOutput
@@ -264,15 +264,12 @@ def _unet_to_model(model: nn.Module, sd: Dict[str, torch.Tensor], domain: Option
     return sd, []
 
 
-register_layout(
-    CheckpointLayout(
-        "official_idih",
-        detect=lambda keys: any(k.startswith(("encoder.block0.", "encoder.blocks_connected.", "decoder.deconv_blocks.")) for k in keys),
-        to_model=lambda model, sd, domain: _unet_to_model(model, official_idih_to_unet(sd), domain),
-        convert={"unet": lambda sd, **_: official_idih_to_unet(sd)},
-        infer=lambda sd: infer_unet_args(official_idih_to_unet(sd)),
-        priority=10,
-    )
+register_single_network_layout(
+    "official_idih",
+    detect=lambda keys: any(k.startswith(("encoder.block0.", "encoder.blocks_connected.", "decoder.deconv_blocks.")) for k in keys),
+    to_ours=official_idih_to_unet,
+    infer=lambda sd: infer_unet_args(official_idih_to_unet(sd)),
+    priority=10,
 )
 register_layout(
     CheckpointLayout(

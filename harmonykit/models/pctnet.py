@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harmonykit.convert import CheckpointLayout, register_layout
+from harmonykit.convert import register_single_network_layout
 from harmonykit.models._builder import finalize_model, pop_pretrained_opts, register_model
 from harmonykit.models._pretrained import PretrainedCfg, register_pretrained_cfgs
 from harmonykit.models.base import FeatureInfo, Harmonizer, StageBackbone, StageOutput
@@ -543,20 +543,8 @@ PCTNetCNN.checkpoint_filter_fn = staticmethod(official_pctnet_to_ours)
 PCTNetViT.checkpoint_filter_fn = staticmethod(official_pctnet_to_ours)
 
 
-def _official_pctnet_to_model(model: nn.Module, sd: Dict[str, torch.Tensor], domain: Optional[str]):
-    ours = official_pctnet_to_ours(sd)
-    if hasattr(model, "from_single_network"):
-        return model.from_single_network(ours, domain)
-    return ours, []
-
-
-register_layout(
-    CheckpointLayout(
-        "official_pctnet",
-        detect=lambda keys: any(k.startswith("get_params.") for k in keys),
-        to_model=_official_pctnet_to_model,
-        priority=50,
-    )
+register_single_network_layout(
+    "official_pctnet", detect=lambda keys: any(k.startswith("get_params.") for k in keys), to_ours=official_pctnet_to_ours, priority=50
 )
 
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harmonykit.convert import CheckpointLayout, register_layout
+from harmonykit.convert import register_single_network_layout
 from harmonykit.models._builder import build_model, register_model
 from harmonykit.models._pretrained import PretrainedCfg, register_pretrained_cfgs
 from harmonykit.models.base import FeatureInfo, StageBackbone, StageOutput
@@ -340,23 +340,9 @@ def infer_rainnet_args(sd: Mapping[str, torch.Tensor]) -> Optional[Tuple[str, Di
     return "rainnet", args
 
 
-def _official_rainnet_to_model(model, sd, domain):
-    """An official file into ``model``; a CharmNet model built on this backbone takes it as one
-    domain's branch plus the shared stages."""
-    ours = official_rainnet_to_ours(sd)
-    if hasattr(model, "from_single_network"):
-        return model.from_single_network(ours, domain)
-    return ours, []
-
-
-register_layout(
-    CheckpointLayout(
-        "official_rainnet",
-        detect=lambda keys: is_official_rainnet(dict.fromkeys(keys)),
-        to_model=_official_rainnet_to_model,
-        infer=lambda sd: infer_rainnet_args(sd),
-        priority=30,
-    )
+register_single_network_layout(
+    "official_rainnet", detect=lambda keys: is_official_rainnet(dict.fromkeys(keys)), to_ours=official_rainnet_to_ours,
+    infer=infer_rainnet_args,
 )
 
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harmonykit.convert import CheckpointLayout, register_layout
+from harmonykit.convert import register_single_network_layout
 from harmonykit.models._builder import build_model, register_model
 from harmonykit.models._pretrained import PretrainedCfg, register_pretrained_cfgs
 from harmonykit.models.base import FeatureInfo, StageBackbone, StageOutput
@@ -342,22 +342,12 @@ def official_ssam_to_ours(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, t
     return rename_keys(state_dict, _SSAM_RULES, "S2AM (iSSAM/SSAM)")
 
 
-def _official_ssam_to_model(model: nn.Module, sd: Dict[str, torch.Tensor], domain: Optional[str]):
-    """An official S2AM file into ``model``; a CharmNet model on this backbone takes it as one
-    domain's branch plus the shared stages."""
-    ours = official_ssam_to_ours(sd)
-    if hasattr(model, "from_single_network"):
-        return model.from_single_network(ours, domain)
-    return ours, []
-
-
-register_layout(
-    CheckpointLayout(
-        "official_ssam",
-        detect=lambda keys: is_official_ssam(dict.fromkeys(keys)) and not any(k.startswith("get_params.") for k in keys),
-        to_model=_official_ssam_to_model,
-        priority=40,  # before official_idih: both start with encoder.block0.
-    )
+register_single_network_layout(
+    "official_ssam",
+    # before official_idih (priority 10): both start with encoder.block0.; PCT-Net adds get_params.
+    detect=lambda keys: is_official_ssam(dict.fromkeys(keys)) and not any(k.startswith("get_params.") for k in keys),
+    to_ours=official_ssam_to_ours,
+    priority=40,
 )
 
 
