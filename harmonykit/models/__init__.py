@@ -13,6 +13,7 @@ from harmonykit.models import charmnet  # noqa: F401  (registers the CharmNet en
 from harmonykit.models import intrinsic_harmony  # noqa: F401  (registers intrinsic_harmony)
 from harmonykit.models import rainnet  # noqa: F401  (RainNet, charmnet_rainnet*)
 from harmonykit.models import hao_attention  # noqa: F401  (Hao et al. BMVC 2020)
+from harmonykit.models import lab_statnet  # noqa: F401  (LabStatNet, the shipped default)
 
 __all__ = [
     "Harmonizer",
