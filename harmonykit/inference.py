@@ -46,11 +46,16 @@ __all__ = [
     "load_model",
     "parse_model_args",
     "POLICIES",
+    "DEFAULT_MODEL",
+    "default_model",
 ]
 
 _logger = logging.getLogger(__name__)
 
 POLICIES = ("resize", "full")
+DEFAULT_MODEL = "lab_statnet.hk_synth"
+"""The model :func:`harmonize` and ``harmonykit harmonize`` use when none is named: the best
+shipped weights (packaged with harmonykit, loaded offline; see ``harmonykit/weights/``)."""
 MIN_SIDE = 16
 """Smallest composite side :func:`harmonize` accepts (pixels)."""
 ImageInput = Union[str, os.PathLike, "Image.Image", np.ndarray, torch.Tensor]  # noqa: F821
@@ -538,16 +543,33 @@ def _harmonize_one(
     comp_lr = _downsample(img, size)
     mask_lr = _downsample(msk, size)
     pred = predict_lowres(model, comp_lr, mask_lr, domain=domain, flip=flip)[0].float().cpu()
-    if policy == "resize":
+    if policy == "resize" or (tuple(size) == (H, W) and getattr(model, "native_resolution", False)):
+        # a native-resolution model's output is already full size (and keeps the background)
         return _upsample_image(pred, H, W, img.dtype)
     maps = fit_color_grid(comp_lr[0], pred, mask_lr[0, 0], grid=grid, reg=reg)
     return apply_color_grid(img, msk, maps)
 
 
+_DEFAULT_CACHE: dict = {}
+
+
+def default_model() -> nn.Module:
+    """The :data:`DEFAULT_MODEL` with its shipped weights (built once, eval mode). Never random:
+    a missing weights file raises :class:`~harmonykit.models._pretrained.WeightsUnavailableError`."""
+    if DEFAULT_MODEL not in _DEFAULT_CACHE:
+        from harmonykit.factory import create_model
+
+        net = create_model(DEFAULT_MODEL, pretrained=True).eval()
+        if not has_trained_weights(net):  # pragma: no cover - create_model(pretrained=True) loads or raises
+            raise RandomWeightsError(random_weights_message(net, DEFAULT_MODEL))
+        _DEFAULT_CACHE[DEFAULT_MODEL] = net
+    return _DEFAULT_CACHE[DEFAULT_MODEL]
+
+
 def harmonize(
     composite: Any,
     mask: Any,
-    model: ModelLike,
+    model: Optional[ModelLike] = None,
     policy: str = "resize",
     *,
     domain: Optional[str] = None,
@@ -564,7 +586,8 @@ def harmonize(
         mask: its foreground mask, same height and width: path, PIL, (H, W) array or
             (1, H, W) / (B, 1, H, W) tensor; 0/1, 0/255 or soft values.
         model: harmonization model, a callable ``(composite, mask) -> output``, or a name for
-            :func:`harmonykit.create_model`.
+            :func:`harmonykit.create_model`; ``None`` (default): :data:`DEFAULT_MODEL`, the best
+            shipped weights (:func:`default_model`), never random weights.
         policy: ``"resize"`` (official: predict at the model size, resize back) or ``"full"``
             (local colour transfer at full resolution, background untouched).
         domain: domain for multi-domain models (default ``"real"``).
@@ -586,9 +609,10 @@ def harmonize(
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; expected one of {POLICIES}")
-    net = _resolve_model(model)
-    size = tuple(size) if size is not None else model_input_size(net)
-    if hasattr(net, "check_input_size"):
+    net = default_model() if model is None else _resolve_model(model)
+    native = size is None and bool(getattr(net, "native_resolution", False))  # runs at the input size
+    size = None if native else (tuple(size) if size is not None else model_input_size(net))
+    if size is not None and hasattr(net, "check_input_size"):
         net.check_input_size(int(size[0]), int(size[1]))
 
     if isinstance(composite, torch.Tensor) and composite.ndim == 4:
@@ -617,5 +641,5 @@ def harmonize(
             f"{msk.shape[1]}x{msk.shape[0]}"
             + (f" ({mask})" if isinstance(mask, (str, os.PathLike)) else "")
         )
-    res = _harmonize_one(img, msk, net, policy, size, domain, flip, grid, reg)
+    res = _harmonize_one(img, msk, net, policy, size or tuple(img.shape[:2]), domain, flip, grid, reg)
     return _hwc_to_kind(res, kind, composite, alpha)

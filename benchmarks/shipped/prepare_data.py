@@ -8,7 +8,8 @@ script refuses a file whose hash differs):
 * the CC0 / CC BY 4.0 photographs of the Debian package ``lomiri-wallpapers-16.04``
   (bookworm, 20.04.0-2; the CC BY-SA ones are left out), fetched with ``apt-get download``.
 
-Validation: the ``eval`` bundled photos (flower, grace_hopper), never used for training.
+Validation: the ``eval`` bundled photos (flower, grace_hopper) and the photos named by
+``--val-photos`` (default: three of the Debian photos), never used for training.
 ``../shared/data`` (the test set) is never read.
 
 Each sample: a random crop (25-100 % of the photo's area, aspect 3:4..4:3) resized to
@@ -74,7 +75,10 @@ def load_rgb(path: Path) -> torch.Tensor:
         return torch.from_numpy(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()).float() / 255.0
 
 
-def load_sources(deb_dir: Path) -> Dict[str, List[Tuple[str, torch.Tensor, torch.Tensor]]]:
+VAL_PHOTOS = ("sunset_by_Aitzol_Berasategi", "umang_by_Abhishek_Mudgal", "Wine_by_Jakkub_Mede")
+
+
+def load_sources(deb_dir: Path, val_photos=VAL_PHOTOS) -> Dict[str, List[Tuple[str, torch.Tensor, torch.Tensor]]]:
     """{"train": [(name, image, drawn mask or None)], "val": [...]}; hashes checked."""
     spec = json.loads((HERE / "sources.json").read_text())
     out: Dict[str, list] = {"train": [], "val": []}
@@ -87,7 +91,7 @@ def load_sources(deb_dir: Path) -> Dict[str, List[Tuple[str, torch.Tensor, torch
             path = root / f["path"]
             if sha256(path) != f["sha256"]:
                 raise SystemExit(f"{path}: sha256 differs from sources.json ({f['sha256']})")
-            out["train"].append((path.stem, load_rgb(path), None))
+            out["val" if path.stem in val_photos else "train"].append((path.stem, load_rgb(path), None))
     return out
 
 
@@ -170,12 +174,13 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--deb-dir", required=True, help="where the Debian packages are downloaded and unpacked")
     ap.add_argument("--n-train", type=int, default=4000)
-    ap.add_argument("--n-val", type=int, default=400)
+    ap.add_argument("--n-val", type=int, default=600)
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--val-photos", nargs="*", default=list(VAL_PHOTOS), help="Debian photos held out for validation")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    src = load_sources(Path(a.deb_dir))
+    src = load_sources(Path(a.deb_dir), tuple(a.val_photos))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     print("train photos:", [s[0] for s in src["train"]], "val photos:", [s[0] for s in src["val"]])
