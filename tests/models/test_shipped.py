@@ -83,8 +83,9 @@ def test_card(name):
 
 
 def test_default_model_is_shipped_and_trained():
-    assert DEFAULT_MODEL in SHIPPED
+    """The default is a packaged tag (loaded offline) or a weight-free model, never random weights."""
     net = default_model()
+    assert DEFAULT_MODEL in SHIPPED or not any(True for _ in net.parameters())
     assert net.has_trained_weights and not getattr(net, "random_weights_ok", False)
     assert default_model() is net  # built once
 
