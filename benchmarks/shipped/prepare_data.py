@@ -153,8 +153,8 @@ def sample(photos, i: int, seed: int, size: int) -> Tuple[torch.Tensor, torch.Te
     return real, mask
 
 
-def build(photos, n: int, seed: int, size: int) -> Dict[str, object]:
-    synth = SyntheticComposite(seed=seed)
+def build(photos, n: int, seed: int, size: int, methods=None) -> Dict[str, object]:
+    synth = SyntheticComposite(seed=seed) if not methods else SyntheticComposite(methods=tuple(methods), seed=seed)
     reals, masks, comps, methods = [], [], [], []
     for s in range(0, n, 16):
         pairs = [sample(photos, i, seed, size) for i in range(s, min(n, s + 16))]
@@ -177,6 +177,8 @@ def main() -> None:
     ap.add_argument("--n-val", type=int, default=600)
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--methods", nargs="*", default=None,
+                    help="SyntheticComposite edits to draw from (default: all of harmonykit.data.synthetic.METHODS)")
     ap.add_argument("--val-photos", nargs="*", default=list(VAL_PHOTOS), help="Debian photos held out for validation")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -185,7 +187,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     print("train photos:", [s[0] for s in src["train"]], "val photos:", [s[0] for s in src["val"]])
     for split, n, seed in (("train", a.n_train, a.seed), ("val", a.n_val, a.seed + 1)):
-        d = build(src[split], n, seed, a.size)
+        d = build(src[split], n, seed, a.size, a.methods)
         d["photos"] = [s[0] for s in src[split]]
         torch.save(d, out / f"{split}.pt")
         print(split, tuple(d["real"].shape))
