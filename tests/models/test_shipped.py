@@ -111,11 +111,14 @@ def test_harmonize_without_model_keeps_background(kind):
     assert np.abs(a[~bg].astype(np.float64) - b[~bg]).mean() > (2 if a.dtype == np.uint8 else 2 / 255), "foreground unchanged"
 
 
-def test_default_runs_at_native_resolution():
-    """A native-resolution model is run on the full-size image: harmonize() equals its forward."""
+@pytest.mark.parametrize("policy", ["resize", "full"])
+def test_native_resolution_model_runs_full_size(policy):
+    """A native-resolution model (the shipped LabStatNet) is run on the full-size image under both
+    policies: harmonize() equals its forward, no resize."""
     comp, mask = _scene(h=301, w=203, seed=1)
-    out = harmonize(comp.astype(np.float32) / 255, mask.astype(np.float32) / 255)
-    net = default_model()
+    net = harmonykit.create_model("lab_statnet.hk_synth", pretrained=True).eval()
+    assert net.native_resolution
+    out = harmonize(comp.astype(np.float32) / 255, mask.astype(np.float32) / 255, net, policy)
     with torch.no_grad():
         ref = net(torch.from_numpy(comp).permute(2, 0, 1)[None].float() / 255, torch.from_numpy(mask)[None, None].float() / 255).image
     np.testing.assert_allclose(out, ref[0].permute(1, 2, 0).clamp(0, 1).numpy(), atol=1e-6)
