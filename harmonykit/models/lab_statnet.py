@@ -17,7 +17,9 @@ the classical half-way Lab mean / std transfer, and training learns when to move
 more, less, or differently. ``.image`` keeps every pixel whose mask is 0 bit-exact
 (``composite + m * (transformed - composite)``, and the composite itself where ``m == 0``).
 
-``native_resolution = True``: :func:`harmonykit.harmonize` runs it on the full-size image.
+``native_resolution = True``: :func:`harmonykit.harmonize` runs it on the full-size image
+(statistics on a view of at most ``stats_size`` pixels per side; the transform is applied over
+the foreground's bounding box in strips of about a million pixels, so memory stays bounded).
 """
 from __future__ import annotations
 
@@ -182,12 +184,24 @@ class LabStatNet(Harmonizer):
     def forward(self, composite: torch.Tensor, mask: torch.Tensor, domain: Optional[str] = None) -> HarmonizationOutput:
         self.resolve_domain(domain)
         self.check_inputs(composite, mask)
-        lab = rgb_to_lab(composite.clamp(0.0, 1.0)) / self.lab_scale
+        small = max(composite.shape[-2:]) <= self.stats_size
+        lab = rgb_to_lab(composite.clamp(0.0, 1.0)) / self.lab_scale if small else None
         p = self.transform_from_stats(self.region_stats(composite, mask, lab))
-        rgb = self.apply_transform(p["transform"], lab)
-        image = torch.where(mask > 0, composite + mask * (rgb - composite), composite)
+        image = composite.clone()
+        fg = (mask > 0).any(dim=0)[0]  # H, W: pixels any sample changes
+        rows, cols = torch.nonzero(fg.any(1)).flatten(), torch.nonzero(fg.any(0)).flatten()
+        if rows.numel():
+            r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+            # the foreground's bounding box, in strips of rows (bounded memory on large photos)
+            step = max(1, (1 << 20) // max(1, c1 - c0))
+            for a in range(r0, r1, step):
+                b = min(a + step, r1)
+                comp = composite[..., a:b, c0:c1]
+                m = mask[..., a:b, c0:c1]
+                lab_s = lab[..., a:b, c0:c1] if lab is not None else rgb_to_lab(comp.clamp(0.0, 1.0)) / self.lab_scale
+                rgb = self.apply_transform(p["transform"], lab_s)
+                image[..., a:b, c0:c1] = torch.where(m > 0, comp + m * (rgb - comp), comp)
         return HarmonizationOutput(image=image, image_normalized=normalize(image), extras=p)
-
 
 default_cfgs = {
     "lab_statnet": PretrainedCfg(
