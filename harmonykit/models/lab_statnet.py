@@ -243,7 +243,7 @@ register_pretrained_cfgs(default_cfgs)
 
 @register_model
 def lab_statnet(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """LabStatNet (hidden=64, depth=2: 6,549 parameters)."""
+    """LabStatNet (hidden=32, depth=2: 2,293 parameters)."""
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     opts = pop_pretrained_opts(kwargs)
     allowed = ("hidden", "depth", "stats_size", "ring", "init_strength")
