@@ -46,11 +46,19 @@ __all__ = [
     "load_model",
     "parse_model_args",
     "POLICIES",
+    "DEFAULT_MODEL",
+    "default_model",
 ]
 
 _logger = logging.getLogger(__name__)
 
 POLICIES = ("resize", "full", "native")
+DEFAULT_MODEL = "lab_transfer"
+"""The model :func:`harmonize` and ``harmonykit harmonize`` use when none is named: the best model
+by measured quality on real composites (``benchmarks/bench_quality.py``, docs/models.md). Today
+that is the weight-free half-way Lab transfer: the shipped network ``lab_statnet.hk_synth`` ties
+with it on real iHarmony4 triplets (fMSE difference +5.6, 95% interval [-53, +63]) and is worse
+on rendered ones, so it is not the default. Never random weights."""
 MIN_SIDE = 16
 """Smallest composite side :func:`harmonize` accepts (pixels)."""
 ImageInput = Union[str, os.PathLike, "Image.Image", np.ndarray, torch.Tensor]  # noqa: F821
@@ -561,10 +569,26 @@ def _harmonize_native(img: torch.Tensor, msk: torch.Tensor, model: Any, domain: 
     return torch.where(keep, img, out.to(img.dtype))
 
 
+_DEFAULT_CACHE: dict = {}
+
+
+def default_model() -> nn.Module:
+    """The :data:`DEFAULT_MODEL` with its shipped weights (built once, eval mode). Never random:
+    a missing weights file raises :class:`~harmonykit.models._pretrained.WeightsUnavailableError`."""
+    if DEFAULT_MODEL not in _DEFAULT_CACHE:
+        from harmonykit.factory import create_model
+
+        net = create_model(DEFAULT_MODEL, pretrained=True).eval()
+        if not has_trained_weights(net):  # pragma: no cover - create_model(pretrained=True) loads or raises
+            raise RandomWeightsError(random_weights_message(net, DEFAULT_MODEL))
+        _DEFAULT_CACHE[DEFAULT_MODEL] = net
+    return _DEFAULT_CACHE[DEFAULT_MODEL]
+
+
 def harmonize(
     composite: Any,
     mask: Any,
-    model: ModelLike,
+    model: Optional[ModelLike] = None,
     policy: Optional[str] = None,
     *,
     domain: Optional[str] = None,
@@ -581,7 +605,8 @@ def harmonize(
         mask: its foreground mask, same height and width: path, PIL, (H, W) array or
             (1, H, W) / (B, 1, H, W) tensor; 0/1, 0/255 or soft values.
         model: harmonization model, a callable ``(composite, mask) -> output``, or a name for
-            :func:`harmonykit.create_model`.
+            :func:`harmonykit.create_model`; ``None`` (default): :data:`DEFAULT_MODEL`
+            (:func:`default_model`), never random weights.
         policy: ``"resize"`` (official: predict at the model size, resize back), ``"full"``
             (local colour transfer at full resolution, background untouched) or ``"native"``
             (full-resolution models such as ``pctnet_cnn`` / ``harmonizer``: the model sees the
@@ -606,7 +631,7 @@ def harmonize(
     """
     if policy is not None and policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; expected one of {POLICIES}")
-    net = _resolve_model(model)
+    net = default_model() if model is None else _resolve_model(model)
     if policy is None:
         policy = "native" if getattr(net, "native_resolution", False) else "resize"
     size = tuple(size) if size is not None else model_input_size(net)
@@ -639,5 +664,5 @@ def harmonize(
             f"{msk.shape[1]}x{msk.shape[0]}"
             + (f" ({mask})" if isinstance(mask, (str, os.PathLike)) else "")
         )
-    res = _harmonize_one(img, msk, net, policy, size, domain, flip, grid, reg)
+    res = _harmonize_one(img, msk, net, policy, size or tuple(img.shape[:2]), domain, flip, grid, reg)
     return _hwc_to_kind(res, kind, composite, alpha)

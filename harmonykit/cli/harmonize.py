@@ -1,5 +1,17 @@
 """Harmonize one composite (COMPOSITE MASK) or every pair found under a folder, at the input's
-size. Folders may hold ``<id>_composite.*`` + ``<id>_mask.*`` files, ``composite.*`` + ``mask.*``
+size, with the best shipped model unless ``--model`` names another.
+
+Positional forms (decided by their number, never by guessing)::
+
+    harmonykit harmonize COMPOSITE MASK -o OUT [--model MODEL]   # one pair
+    harmonykit harmonize FOLDER -o OUT_DIR [--model MODEL]       # every pair under FOLDER
+    harmonykit harmonize MODEL COMPOSITE MASK -o OUT             # older form: 3 positionals
+    harmonykit harmonize MODEL FOLDER -o OUT_DIR                 # older form: 2 positionals whose
+                                                                 # second is an existing folder
+
+Two positionals are COMPOSITE MASK unless the second is an existing folder (a mask is never a
+folder). With no ``--model`` and no MODEL positional the model is
+:data:`harmonykit.inference.DEFAULT_MODEL` with its packaged weights (never random weights). Folders may hold ``<id>_composite.*`` + ``<id>_mask.*`` files, ``composite.*`` + ``mask.*``
 sub-folders, folder datasets or iHarmony4 roots (searched recursively). ``--grid`` also writes a
 comparison PNG: composite | harmonized | ground truth (when present) | mask.
 """
@@ -12,9 +24,12 @@ HELP = "harmonize a composite or a folder of composites at any size"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="registry name (+ --checkpoint), local-dir:PATH or hf-hub:org/name")
-    parser.add_argument("composite", metavar="COMPOSITE", help="composite image, or a folder of pairs")
-    parser.add_argument("mask", metavar="MASK", nargs="?", default=None, help="foreground mask (single pair only)")
+    parser.add_argument("inputs", metavar="COMPOSITE MASK | FOLDER", nargs="+",
+                        help="composite image and its mask, or a folder of pairs (older forms: MODEL COMPOSITE MASK, "
+                             "MODEL FOLDER)")
+    parser.add_argument("--model", default=None,
+                        help="registry name (+ --checkpoint / --pretrained), MODEL.tag, local-dir:PATH or hf-hub:org/name "
+                             "(default: the best shipped model, harmonykit.inference.DEFAULT_MODEL)")
     parser.add_argument("-o", "--output", required=True,
                         help="output image (single pair) or output folder (folder input)")
     parser.add_argument("--policy", choices=("resize", "full", "native"), default=None,
@@ -85,6 +100,20 @@ def _one(net, comp_path, mask_path, out_path, args, real_path=None):
     return w, h, bits
 
 
+def split_inputs(inputs, model):
+    """``(model, composite, mask)`` from the positionals (see the module docstring)."""
+    from pathlib import Path
+
+    if len(inputs) > 3:
+        raise ValueError(f"expected COMPOSITE MASK, FOLDER or MODEL COMPOSITE MASK; got {len(inputs)} positionals")
+    legacy = len(inputs) == 3 or (len(inputs) == 2 and Path(inputs[1]).is_dir())
+    if legacy:
+        if model is not None:
+            raise ValueError(f"the model is given twice: --model {model} and the positional {inputs[0]!r}")
+        return inputs[0], inputs[1], (inputs[2] if len(inputs) == 3 else None)
+    return model, inputs[0], (inputs[1] if len(inputs) == 2 else None)
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -92,12 +121,20 @@ def run(args: argparse.Namespace) -> int:
     from harmonykit.inference import load_model, parse_model_args
     from harmonykit.utils import progress
 
-    src = Path(args.composite)
+    model, composite, args.mask = split_inputs(args.inputs, args.model)
+    src = Path(composite)
     if not src.exists():
         raise FileNotFoundError(f"composite not found: {src}")
     kwargs = parse_model_args(args.model_arg)
-    net = load_model(args.model, checkpoint_path=args.checkpoint, pretrained=args.pretrained,
-                     allow_random=args.random_weights, **kwargs)
+    if model is None:
+        from harmonykit.inference import DEFAULT_MODEL, default_model
+
+        if args.checkpoint or kwargs or args.random_weights:
+            raise ValueError(f"--checkpoint / --model-arg / --random-weights need --model (the default {DEFAULT_MODEL} has its weights)")
+        net = default_model()
+    else:
+        net = load_model(model, checkpoint_path=args.checkpoint, pretrained=args.pretrained,
+                         allow_random=args.random_weights, **kwargs)
     if src.is_dir():
         if args.mask is not None:
             raise ValueError("MASK is only for a single composite; for a folder, masks are found next to the composites")

@@ -18,6 +18,7 @@ from harmonykit.models import harmonizer  # noqa: F401  (registers the Harmonize
 from harmonykit.models import ssam  # noqa: F401  (iSSAM / SSAM, charmnet_issam)
 from harmonykit.models import pctnet  # noqa: F401  (PCT-Net CNN / ViT)
 from harmonykit.models import classical  # noqa: F401  (weight-free baselines: identity, lab_transfer, ...)
+from harmonykit.models import lab_statnet  # noqa: F401  (LabStatNet, the shipped default)
 
 __all__ = [
     "Harmonizer",
