@@ -378,7 +378,9 @@ def _comparison_picture(
     tile: int = 192,
 ) -> List[str]:
     """Rows = eval triplets (evenly chosen, at most ``rows``); columns composite | fusion |
-    CharmNet | ground truth | mask; predictions at 256 x 256 and labelled with their fMSE."""
+    CharmNet | ground truth | mask; predictions at 256 x 256, shown as harmonize() returns them
+    (pasted through the mask: background untouched) and labelled with their fMSE (computed on
+    the raw network output, as in the metrics files)."""
     from PIL import Image, ImageDraw
 
     from harmonykit.eval.triplets import find_triplets
@@ -401,7 +403,11 @@ def _comparison_picture(
 
     for r, t in enumerate(trips):
         comp, real, mask = _load_rgb(t.composite, 256), _load_rgb(t.real, 256), _load_gray(t.mask, 256)
-        preds = {k: predict_lowres(net, comp[None], mask[None])[0].float().cpu() for k, net in nets.items()}
+        # what harmonize() returns: the prediction pasted through the mask (background untouched)
+        preds = {
+            k: (predict_lowres(net, comp[None], mask[None])[0].float().cpu().clamp(0, 1) * mask + comp * (1 - mask))
+            for k, net in nets.items()
+        }
         panels = [
             ("composite", comp), ("fusion", preds["fusion"]), ("charmnet", preds["charmnet"]),
             (None, real), (None, mask.expand(3, -1, -1)),
@@ -419,6 +425,65 @@ def _comparison_picture(
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path, optimize=True)
     return [t.name for t in trips]
+
+
+def _default_model_section(eval_dir: Path, out: Path, seed: int, rows: int, tile: int = 256) -> Dict[str, Any]:
+    """Harmonize the held-back real triplets with :data:`harmonykit.inference.DEFAULT_MODEL`
+    (what ``harmonize(composite, mask)`` uses) at their full size; fMSE per image against the
+    input composite (harmonykit protocol at full resolution) with a paired bootstrap interval;
+    a labelled picture composite | default model | ground truth (final results as harmonize()
+    returns them)."""
+    from PIL import Image, ImageDraw
+
+    from harmonykit.data.io import load_image_u8, load_mask_u8
+    from harmonykit.eval import compute_metrics
+    from harmonykit.eval.triplets import find_triplets
+    from harmonykit.inference import DEFAULT_MODEL, default_model, harmonize
+
+    net = default_model()
+    trips = sorted(find_triplets(eval_dir, split=None), key=lambda t: t.name)
+    recs = []
+    for t in trips:
+        comp, mask, real = load_image_u8(t.composite), load_mask_u8(t.mask), load_image_u8(t.real)
+        res = harmonize(comp, mask, net)
+        m_comp = compute_metrics(comp[None], real[None], mask[None], "harmonykit", ssim=False)[0]
+        m_res = compute_metrics(res[None], real[None], mask[None], "harmonykit", ssim=False)[0]
+        recs.append({"name": t.name, "composite_fmse": float(m_comp["fmse"]), "model_fmse": float(m_res["fmse"]),
+                     "arrays": (comp, res, real)})
+    diff = np.array([r["model_fmse"] - r["composite_fmse"] for r in recs])
+    lo, hi = _bootstrap_mean(diff, np.random.default_rng(seed))
+    comp_mean = float(np.mean([r["composite_fmse"] for r in recs]))
+    model_mean = float(np.mean([r["model_fmse"] for r in recs]))
+    pick = recs if len(recs) <= rows else [recs[i] for i in sorted(set(np.linspace(0, len(recs) - 1, rows).round().astype(int).tolist()))]
+    cols = ["composite (input)", f"{DEFAULT_MODEL} (harmonize default)", "ground truth"]
+    head = 24
+    canvas = Image.new("RGB", (tile * 3, head + tile * len(pick)), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for c, name in enumerate(cols):
+        draw.text((c * tile + 6, 6), name, fill=(0, 0, 0))
+    for r, rec in enumerate(pick):
+        y = head + r * tile
+        labels = [f"fMSE {rec['composite_fmse']:.0f}", f"fMSE {rec['model_fmse']:.0f}", rec["name"]]
+        for c, (arr, label) in enumerate(zip(rec["arrays"], labels)):
+            im = Image.fromarray(arr)
+            w = max(1, round(im.width * tile / im.height))
+            im = im.resize((min(w, tile), tile), Image.BILINEAR)
+            canvas.paste(im, (c * tile, y))
+            x0, y0 = c * tile + 4, y + tile - 18
+            draw.rectangle([x0 - 2, y0 - 2, x0 + 7 * len(label), y0 + 13], fill=(0, 0, 0))
+            draw.text((x0, y0), label, fill=(255, 255, 255))
+    picture = out / "default_model.png"
+    canvas.save(picture, optimize=True)
+    return {
+        "model": DEFAULT_MODEL,
+        "triplets": len(recs),
+        "protocol": "harmonykit, full resolution (fMSE on 0..255)",
+        "composite_fmse": comp_mean,
+        "model_fmse": model_mean,
+        "model_minus_composite": {"mean": float(diff.mean()), "ci95": [lo, hi], "better_on": int((diff < 0).sum())},
+        "per_image": [{k: v for k, v in r.items() if k != "arrays"} for r in recs],
+        "picture": str(picture),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,6 +583,11 @@ def run_demo(
         f"data.num_workers={2 if dev.startswith('cuda') else 0}",
     ]
 
+    # 1b. the model harmonize() uses by default, on the held-back real triplets (no training)
+    t = time.perf_counter()
+    default_section = _default_model_section(paths["eval"], out, seed, int(cfg["picture_rows"]))
+    timings["default_model"] = round(time.perf_counter() - t, 2)
+
     # 2.-3. budget and training: CharmNet for --minutes (or --iterations), then fusion for
     # exactly as many iterations (constant lr, so the two runs see the same schedule)
     if cfg.get("iterations") is None:
@@ -574,6 +644,7 @@ def run_demo(
             "size": [256, 256], "folder": str(paths["eval"]),
             "note": "triplets of the same photo share content and mask, so they are not independent samples",
         },
+        "default_model": default_section,
         "metrics": stats,
         "table_markdown": _markdown_table(stats),
         "training": {
@@ -615,7 +686,16 @@ def run_demo(
     iters_text = (
         f"{n_done} iterations each" if equal_budget else f"CharmNet {n_done} / fusion {fusion_info['iterations']} iterations"
     )
+    dm = default_section["model_minus_composite"]
     summary = "\n".join([
+        f"harmonize(composite, mask) with the default model ({default_section['model']}) on the "
+        f"{default_section['triplets']} held-back real triplets, full resolution: fMSE "
+        f"{default_section['composite_fmse']:.1f} (input composite) -> {default_section['model_fmse']:.1f}; "
+        f"difference {dm['mean']:+.1f} [95% CI {dm['ci95'][0]:+.1f}, {dm['ci95'][1]:+.1f}], better on "
+        f"{dm['better_on']}/{default_section['triplets']}",
+        f"picture:  {default_section['picture']} (composite | default model | ground truth; final results as "
+        f"harmonize() returns them, background untouched)",
+        "",
         f"harmonykit demo{' (--quick)' if quick else ''}: CharmNet vs dataset fusion, "
         f"{iters_text} "
         f"({bs} rendered + {bs} real images per iteration), reduced width ch={results['training']['width']['ch']}, "
@@ -637,7 +717,8 @@ def run_demo(
         "",
         f"results:  {results_path}",
         f"table:    {out / 'table.md'} (per image: {out / 'eval_records.csv'})",
-        f"picture:  {picture} (rows = eval triplets; composite | fusion | CharmNet | ground truth | mask)",
+        f"picture:  {picture} (rows = eval triplets; composite | fusion | CharmNet | ground truth | mask; "
+        f"predictions pasted through the mask as harmonize() returns them)",
         f"runs:     {out / 'runs' / 'charmnet'}, {out / 'runs' / 'fusion'} (last.pth, pretrained/, train.csv)",
         f"data:     {out / 'data'} (renders/, rdharmony/, eval_triplets/; reused when manifest.json matches)",
         f"time:     {wall:.0f} s total (data {timings['data']:.0f} s, CharmNet "
@@ -646,5 +727,6 @@ def run_demo(
     (out / "summary.txt").write_text(summary + "\n")
     return DemoResult(
         out=out, results=results, summary=summary, picture=picture, results_path=results_path, wall_s=wall,
-        paths={"results": str(results_path), "picture": str(picture), "data": str(out / "data"), "runs": str(out / "runs")},
+        paths={"results": str(results_path), "picture": str(picture), "default_model_picture": default_section["picture"],
+               "data": str(out / "data"), "runs": str(out / "runs")},
     )

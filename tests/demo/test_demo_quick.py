@@ -61,6 +61,17 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0  # speed: benchmarks/, not a timed test
     printed = capsys.readouterr().out
+    # first, the model harmonize() uses by default on the held-back real triplets, with a paired
+    # interval against the input composite and a picture
+    assert "harmonize(composite, mask) with the default model" in printed and "default_model.png" in printed
+    dm = json.loads((out / "results.json").read_text())["default_model"]
+    from harmonykit.inference import DEFAULT_MODEL
+
+    assert dm["model"] == DEFAULT_MODEL and dm["triplets"] == len(dm["per_image"]) > 0
+    lo, hi = dm["model_minus_composite"]["ci95"]
+    assert lo <= dm["model_minus_composite"]["mean"] <= hi
+    assert abs(dm["model_fmse"] - dm["composite_fmse"] - dm["model_minus_composite"]["mean"]) < 1e-6
+    assert Image.open(out / "default_model.png").size[1] >= 24 + 256
     for word in ("composite (input)", "fusion baseline", "CharmNet", "verdict:", "results.json", "comparison.png"):
         assert word in printed
     res = json.loads((out / "results.json").read_text())
@@ -93,3 +104,4 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys):
     from harmonykit.demo import _prepare_data
 
     assert _prepare_data(out, 4, 4, 2, 1, False)["reused"] is False
+
