@@ -40,7 +40,8 @@ from .synthetic import METHODS as SYNTHESIS_METHODS
 from .synthetic import SyntheticComposite, histogram_match, lab_transfer, masked_moments
 from .composites import exchange_foreground, make_composites, scan_renders, soft_style_label
 from .check import CheckReport, check_dataset, detect_format, format_report
-from .prepare import PreparedInfo, prepare_dataset, read_prepared
+from .prepare import prepare_dataset
+from .prepared import PreparedInfo, read_prepared
 from .shards import ShardDataset, write_shards
 from .bundled import BundledPhotosDataset, load_bundled_photos, load_photo_index, write_eval_triplets  # noqa: E402
 

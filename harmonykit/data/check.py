@@ -18,7 +18,7 @@ from .base import HarmonizationDataset, progress_disabled
 from .folder import FolderDataset, flat_triplets
 from .iharmony4 import IHarmony4Dataset, iharmony4_subsets
 from .io import DataError, load_image, load_mask
-from .prepare import find_prepared
+from .prepared import find_prepared
 from .rdharmony import RdHarmonyDataset
 
 __all__ = ["detect_format", "SubsetSummary", "CheckReport", "check_dataset", "format_report"]

@@ -23,7 +23,7 @@ from typing import List, Optional, Union
 
 from ..registry import DATASETS
 from .base import HarmonizationDataset, Problem, SampleRecord, resolve_list_path
-from .prepare import find_prepared
+from .prepared import find_prepared
 from .io import IMAGE_EXTENSIONS, DataFileNotFoundError, ListFormatError, find_image, read_list
 
 __all__ = ["FolderDataset", "find_partner", "flat_triplets"]

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from ..registry import DATASETS
 from .base import HarmonizationDataset, Problem, SampleRecord, resolve_list_path
-from .prepare import find_prepared
+from .prepared import find_prepared
 from .io import DataFileNotFoundError, ListFormatError, ListLine, find_image, read_list
 
 __all__ = ["IHARMONY4_SUBSETS", "IHarmony4Dataset", "parse_iharmony4_name", "iharmony4_subsets"]

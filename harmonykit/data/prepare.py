@@ -25,7 +25,6 @@ Every output is written to a temporary name in its folder and moved into place w
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import io as _io
 import logging
@@ -39,6 +38,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 from PIL import Image
 
+from .prepared import MANIFEST_NAME, MANIFEST_VERSION, PreparedInfo, find_prepared, read_prepared  # noqa: F401
 from .io import (
     IMAGE_EXTENSIONS,
     CorruptFileError,
@@ -63,8 +63,6 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-MANIFEST_NAME = "harmonykit_prepared.json"
-MANIFEST_VERSION = 1
 TMP_MARK = ".hkprep-tmp"
 _IMAGE_DIRS = {"composite_images": "composite", "real_images": "real"}
 _MASK_DIRS = {"masks": "mask"}
@@ -82,62 +80,6 @@ class PrepareError(DataError):
 
     def __reduce__(self):
         return (type(self), (self.message, self.path, self.line, self.errors))
-
-
-# --------------------------------------------------------------------------------------
-# the marker
-# --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PreparedInfo:
-    """What the manifest of a prepared root says (see :func:`read_prepared`)."""
-
-    root: str
-    max_size: Optional[int]
-    quality: int
-    format: str
-    source: str
-    files: int
-    complete: bool = True
-
-    def __str__(self) -> str:
-        state = "" if self.complete else " (INCOMPLETE: interrupted or had errors; run prepare again)"
-        return (f"prepared: max_size={self.max_size}, jpeg quality={self.quality}, {self.files} files, "
-                f"from {self.source}{state}")
-
-
-def read_prepared(root: Union[str, os.PathLike]) -> Optional[PreparedInfo]:
-    """The :class:`PreparedInfo` of ``root`` if it holds a manifest written by
-    :func:`prepare_dataset`, else None (raw roots). A manifest that cannot be parsed gives None
-    and a warning naming it."""
-    p = Path(root) / MANIFEST_NAME
-    try:
-        st = p.stat()
-    except OSError:
-        return None
-    return _read_prepared(str(p), st.st_mtime_ns, st.st_size)
-
-
-@functools.lru_cache(maxsize=16)
-def _read_prepared(path: str, mtime_ns: int, nbytes: int) -> Optional[PreparedInfo]:
-    import json
-
-    p = Path(path)
-    try:
-        m = json.loads(p.read_text())
-        s = m["settings"]
-        return PreparedInfo(
-            str(p.parent), s.get("max_size"), int(s.get("quality", 95)), str(m.get("format", "")),
-            str(m.get("source", "")), len(m.get("files", {})), bool(m.get("complete", False)),
-        )
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        _logger.warning("%s: not a readable harmonykit prepare manifest (%s); root treated as raw", p, e)
-        return None
-
-
-def find_prepared(path: Union[str, os.PathLike]) -> Optional[PreparedInfo]:
-    """:func:`read_prepared` for ``path`` or its parent (a subset folder of a prepared root)."""
-    p = Path(path)
-    return read_prepared(p) or read_prepared(p.parent)
 
 
 # --------------------------------------------------------------------------------------

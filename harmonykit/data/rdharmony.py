@@ -25,7 +25,7 @@ from typing import List, Optional, Tuple, Union
 
 from ..registry import DATASETS
 from .base import HarmonizationDataset, Problem, SampleRecord, resolve_list_path
-from .prepare import find_prepared
+from .prepared import find_prepared
 from .io import DataFileNotFoundError, ListFormatError, ListLine, find_image, read_list
 
 __all__ = ["RdHarmonyDataset", "parse_rdharmony_name", "parse_rdharmony_line", "format_rdharmony_line"]
