@@ -84,7 +84,7 @@ def _loss_section(domains: Sequence[str]) -> Dict[str, Component]:
     return {
         slot: Component(
             "LOSSES",
-            {"name": t.loss, "weight": t.weight, **dict(t.kwargs)},
+            {"name": t.loss, "weight": t.weight, **dict(t.kwargs)} if t.default_on else None,
             extra={"weight": Field("float", 1.0)},
             help=t.help.format(domain=d) if d else t.help,
         )
@@ -153,7 +153,8 @@ _BASE_SCHEMA: Dict[str, Any] = {
         "clip_mode": Field("str", "norm", choices=("norm", "value", "agc")),
     },
     "sched": {
-        "name": Field("str", "none", help="'none' (constant lr), 'multistep' (lr x decay_rate AT each milestone, as torch MultiStepLR) or another timm scheduler (create_scheduler_v2)"),
+        "name": Field("str", "none", help="'none' (constant lr), 'multistep' (lr x decay_rate AT each milestone, as torch MultiStepLR), "
+                      "'linear_decay' (pix2pix: constant for decay_epochs, then linearly to 0 at the last epoch) or another timm scheduler (create_scheduler_v2)"),
         "step_on_epochs": Field("bool", True),
         "decay_epochs": Field("float", 100.0),
         "decay_milestones": Field("ints", [90, 180, 270]),
@@ -186,6 +187,11 @@ _BASE_SCHEMA: Dict[str, Any] = {
         "channels_last": Field("bool", True),  # the default path: ~1.5x eager NCHW on CPU (benchmarks/bench_train.py)
         "compile": Field("bool", False),
         "freeze_bn": Field("bool", False, help="keep every BatchNorm in eval mode"),
+        "composite_output": Field(
+            "bool", False,
+            help="losses and the image discriminator see output * mask + composite * (1 - mask) in the model's output "
+            "space (RainNet's official 'attentioned' image) instead of the raw output",
+        ),
         "sync_bn": Field("bool", False, help="SyncBatchNorm under torchrun (GPU only)"),
         "device": Field("str", "auto", help="auto, cpu, cuda, cuda:1, ..."),
         "ema": {
@@ -490,7 +496,7 @@ def _validate_section(schema: Mapping[str, Any], value: Any, where: str, check_r
 def _check_consistency(r: Dict[str, Any], check_data: bool) -> None:
     mode = r["train"]["mode"]
     t = r["train"]
-    if mode == "charmnet":
+    if mode in ("charmnet", "single"):
         try:
             check_loss_components(mode, r["loss"], r)
         except ValueError as e:
