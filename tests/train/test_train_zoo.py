@@ -2,8 +2,9 @@
 trains 5 iterations at narrow width on synthetic pairs: losses finite, the training checkpoint
 written and reloadable with ``create_model(checkpoint_path=...)``.
 
-Widths come from each model's ``get_pretrained_cfg(name).tiny_args``; images are 64x64 (the
-smallest size every model here accepts and that the DoveNet discriminator reduces to >= 1 px).
+Widths come from each model's ``get_pretrained_cfg(name).tiny_args``; images are 64x64, except
+where a network needs more (the DoveNet image discriminator needs 256 px (the CharmNet variant runs ``num_downs=6`` at 64 px); RainNet's UNet has
+a fixed depth of 8 levels: 256 px). Image discriminators run at ``ndf=4``.
 """
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ ZOO_RECIPES = ["dovenet", "rainnet", "hao_attention", "intrinsic_harmony", "issa
 CHARMNET_BACKBONES = ["charmnet_dovenet", "charmnet_rainnet", "charmnet_issam", "charmnet_pctnet_cnn"]
 SIZE = 64
 ITERS = 5
+# (image size, extra overrides) where the defaults above do not fit the network
+SIZES = {
+    "dovenet": (256, ["train.batch_size=1"]),  # the image discriminator needs H, W >= 255
+    "charmnet_dovenet": (64, ["model.num_downs=6"]),
+    "rainnet": (256, ["train.batch_size=1"]),
+    "charmnet_rainnet": (256, ["train.batch_size=1"]),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +42,12 @@ def _tiny(name: str):
     return [f"model.{k}={list(v) if isinstance(v, tuple) else v}" for k, v in args.items()]
 
 
-def _synthetic(tmp_path):
+def _synthetic(tmp_path, name):
+    size, extra = SIZES.get(name, (SIZE, []))
+    return _data(tmp_path, size) + extra + ["discriminator.ndf=4"] * name.startswith(("dovenet", "rainnet"))
+
+
+def _data(tmp_path, SIZE):
     return [
         "data.kind=synthetic", "data.rendered=null", "data.real=null", "data.val=null", "data.augmentation=null",
         "data.num_workers=0", f"data.synthetic.image_size={SIZE}", "data.synthetic.length=4", "data.synthetic.val_length=2",
@@ -76,7 +89,7 @@ def _train(recipe: str, overrides, tmp_path):
 @pytest.mark.parametrize("recipe", ZOO_RECIPES)
 def test_zoo_recipe_trains(recipe, tmp_path):
     name = load_recipe(recipe, check_data=False)["model"]["name"]
-    tr, seen = _train(recipe, _tiny(name) + _synthetic(tmp_path), tmp_path)
+    tr, seen = _train(recipe, _tiny(name) + _synthetic(tmp_path, name), tmp_path)
     r = tr.recipe
     # the recipe's own objective ran: every active term is logged
     for slot, spec in r["loss"].items():
@@ -93,7 +106,8 @@ def test_zoo_recipe_trains(recipe, tmp_path):
 def test_charmnet_recipe_on_backbone(model_name, tmp_path):
     """The CharmNet recipe with only ``model.name`` changed (and the global-pool style heads the
     trainer's check asks for where the official MaxPool(4) head does not fit the features)."""
-    base = _tiny(model_name) + _synthetic(tmp_path) + ["discriminator.width=8", "style_heads.width=8", "train.batch_size=2"]
+    base = _tiny(model_name) + _data(tmp_path, SIZES.get(model_name, (SIZE,))[0]) + ["discriminator.width=8", "style_heads.width=8"]
+    base += SIZES.get(model_name, (SIZE, []))[1]
     over = [f"model.name={model_name}"] + base
     try:
         load_recipe("charmnet_idih", overrides=over, check_data=False)
