@@ -13,6 +13,10 @@ Domains: ``train.domains`` (default :data:`harmonykit.models.base.CHARMNET_DOMAI
 entrypoint's backbone / adapter signature without building the model
 (:func:`harmonykit.models._builder.model_arguments`). When a file's ``extends:`` base names a
 different component (``model.name``, ``loss.X.name``, ...) the base's arguments for it are dropped.
+
+Environment variables: every string value may hold ``${NAME}`` or ``${NAME:-default}``
+(:func:`expand_env`, applied after ``extends`` and overrides), so a recipe can be parameterised
+by dataset roots only: ``root: ${IHARMONY4_ROOT:-data/iHarmony4}``.
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ import copy
 import inspect
 import logging
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -40,6 +46,7 @@ __all__ = [
     "recipe_dirs",
     "dump_recipe",
     "get_key",
+    "expand_env",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -661,6 +668,33 @@ def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, 
     return out
 
 
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(raw: Any, where: str = "", environ: Optional[Mapping[str, str]] = None) -> Any:
+    """``${NAME}`` / ``${NAME:-default}`` in every string of ``raw`` replaced by the environment
+    variable (or the default when it is unset or empty). An unset variable without a default
+    raises :class:`RecipeError` naming the key and the variable."""
+    env = os.environ if environ is None else environ
+    if isinstance(raw, Mapping):
+        return {k: expand_env(v, f"{where}.{k}" if where else str(k), env) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [expand_env(v, f"{where}[{i}]", env) for i, v in enumerate(raw)]
+    if not isinstance(raw, str) or "${" not in raw:
+        return raw
+
+    def sub(m: "re.Match[str]") -> str:
+        val = env.get(m.group(1))
+        if val:
+            return val
+        if m.group(2) is not None:
+            return m.group(2)
+        raise RecipeError(f"{where}: environment variable {m.group(1)} is not set (in {raw!r}); "
+                          f"export it or give a default as ${{{m.group(1)}:-value}}")
+
+    return _ENV_REF.sub(sub, raw)
+
+
 def load_recipe(
     path: Union[str, Path, Mapping[str, Any]],
     overrides: Sequence[str] = (),
@@ -673,6 +707,10 @@ def load_recipe(
         p = find_recipe(path)
         raw, src = load_raw(p), str(p)
     raw = apply_overrides(raw, overrides)
+    try:
+        raw = expand_env(raw)
+    except RecipeError as e:
+        raise RecipeError(f"{src}: {e}") from None
     return resolve_recipe(raw, source=src, check_data=check_data)
 
 
