@@ -95,7 +95,7 @@ LOSS_TERMS: Tuple[LossTerm, ...] = (
              needs="discriminator", phase="discriminator", log_name="D_gp", default_on=False,
              help="WGAN-GP penalty of the image discriminator (DoveNet / RainNet gp_ratio)"),
     LossTerm("image_adversarial", "dovenet_g", 1.0, ("Dimg/fake",), ("single",), needs="discriminator",
-             default_on=False, help="generator side of the image GAN (scores of the output)"),
+             log_prefix="G_", default_on=False, help="generator side of the image GAN (scores of the output)"),
 )
 
 

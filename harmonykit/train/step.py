@@ -301,6 +301,10 @@ def image_gan_step(m: StepModules, b: Mapping[str, Mapping[str, Any]], domain: s
         tensors = {}
         _recon_tensors(tensors, domain, out, batch, to_t, m.composite_output)
         tensors["Dimg/fake"] = D(fake, mask)
+        with torch.no_grad():
+            # the official backward_G also scores the real image (unused by the loss); in train
+            # mode that forward advances the spectral-norm power iteration of every D layer
+            D(target, mask)
         values, logged = _terms(m, "generator", tensors)
     total = _weighted_total(m, values)
     check_finite({**values, "G_total": total}, iteration)

@@ -119,3 +119,69 @@ def test_charmnet_recipe_on_backbone(model_name, tmp_path):
     assert tr.discriminator is not None and tr.style_in is not None
     for key in ("D_loss", "adversarial", "style_in", "style_out", "consistency", "entropy", "recon_rendered", "recon_real"):
         assert key in seen[0], (key, sorted(seen[0]))
+
+
+# --- one DoveNet iteration of the recipe against the official training step -------------------
+import json  # noqa: E402
+import os  # noqa: E402
+import pathlib  # noqa: E402
+
+ZOO = pathlib.Path(os.environ.get("HARMONYKIT_ZOO_FIXTURES") or pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "zoo")
+DOVENET = ZOO / "dovenet"
+
+
+def _dovenet_steps():
+    f = DOVENET / "dovenet.json"
+    steps = json.loads(f.read_text()).get("train_step", []) if f.is_file() else []
+    return [pytest.param(i, id=f"{s['generator_kwargs']['norm']}-{'x'.join(map(str, s['size']))}") for i, s in enumerate(steps)] or [
+        pytest.param(-1, id="fixtures-missing")]
+
+
+@pytest.mark.parametrize("i", _dovenet_steps())
+def test_dovenet_recipe_step_matches_official(i):
+    """``recipes/dovenet.yaml`` through ``Trainer.train_step`` (image-GAN step: D update with the
+    hinge terms + gradient penalty, then the G update with adversarial + 100 x L1, both Adam with
+    the recipe's lr / betas) against one official ``DoveNetModel.optimize_parameters()``
+    (fixtures of tests/fixtures/zoo/dovenet, README "One official training step"): every official
+    loss, and the updated weights of both networks (differences allowed only where the gradient
+    is at rounding-noise level, as in tests/models/test_zoo_dovenet.py)."""
+    from safetensors.torch import load_file
+
+    from harmonykit.models.dovenet import official_discriminator_to_ours, official_dovenet_to_unet
+
+    assert i >= 0, f"DoveNet train-step fixtures not found under {DOVENET} (HARMONYKIT_ZOO_FIXTURES)"
+    step = json.loads((DOVENET / "dovenet.json").read_text())["train_step"][i]
+    opt, gk, dk = step["options"], step["generator_kwargs"], step["discriminator_kwargs"]
+    data = load_file(str(DOVENET / step["file"]))
+    sub = lambda p: {k[len(p):]: v for k, v in data.items() if k.startswith(p)}  # noqa: E731
+    over = [f"model.{k}={v}" for k, v in gk.items()] + [f"discriminator.{k}={v}" for k, v in dk.items()] + [
+        "data.kind=synthetic", "data.rendered=null", "data.real=null", "data.val=null", "data.augmentation=null",
+        f"train.batch_size={step['batch']}", "train.iterations=1", "train.channels_last=false", "train.device=cpu",
+    ]
+    r = load_recipe("dovenet", overrides=over, check_data=False)
+    # the recipe's official values are the ones the fixture's official run used
+    assert r["optim"]["lr"] == opt["lr"] * opt["g_lr_ratio"] and r["optim"]["betas"][0] == opt["beta1"]
+    assert r["loss"]["recon_real"]["weight"] == opt["lambda_L1"] and r["loss"]["gradient_penalty"]["weight"] == opt["gp_ratio"]
+    tr = Trainer(r, device="cpu")
+    harmonykit.convert.load_weights(tr.model, sub("G0."), strict=True)
+    tr.discriminator.load_official_state_dict(sub("D0."))
+    batch = {"composite": data["composite_u8"].float() / 255, "real": data["real_u8"].float() / 255, "mask": data["mask_u8"].float()}
+    torch.manual_seed(step["step_seed"])
+    logs = tr.train_step({"real": batch})
+    ours = {"D_real": logs["D_real"], "D_fake": logs["D_fake"], "D_gp": logs["D_gp"], "D_global": logs["D_global"],
+            "D_local": logs["D_verification"], "G_global": logs["G_global"], "G_local": logs["G_verification"],
+            "G_GAN": logs["image_adversarial"], "G_L1": logs["recon_real"] * r["loss"]["recon_real"]["weight"]}
+    for k, v in ours.items():
+        torch.testing.assert_close(v, data[f"loss.{k}"].to(v.dtype), atol=1e-4, rtol=1e-4, msg=lambda m, k=k: f"loss_{k}: {m}")
+    lr = opt["lr"]
+    n_off = n_all = 0
+    for net, before, after in ((tr.model, official_dovenet_to_unet(sub("G0.")), official_dovenet_to_unet(sub("G1."))),
+                               (tr.discriminator, official_discriminator_to_ours(sub("D0.")), official_discriminator_to_ours(sub("D1.")))):
+        for k, v in net.state_dict().items():
+            v, ref = v.to(after[k].dtype), after[k]
+            off = ~torch.isclose(v, ref, atol=1e-4, rtol=1e-4)
+            n_off, n_all = n_off + int(off.sum()), n_all + v.numel()
+            # an Adam first step moves a weight by ~lr * sign(grad): values may differ only where
+            # both moves are within lr (a rounding-noise gradient sign)
+            assert (v - before[k])[off].abs().le(lr * 1.001).all() and (ref - before[k])[off].abs().le(lr * 1.001).all(), k
+    assert n_off < 0.002 * n_all, f"{n_off} of {n_all} updated values differ from the official step"
