@@ -39,6 +39,8 @@ class LossTerm:
         phase: ``"generator"`` (the G + heads optimiser) or ``"discriminator"``.
         log_name: the log key of the unweighted value (default: the slot); a loss with a
             ``parts()`` method also logs each part as ``log_prefix + part``.
+        default_on: ``False``: the slot is null unless a recipe names a loss for it (the terms
+            of one model family: image GAN, intrinsic decomposition, ...).
     """
 
     slot: str
@@ -54,9 +56,6 @@ class LossTerm:
     log_prefix: str = ""
     help: str = ""
     default_on: bool = True
-
-    # ``default_on=False``: the slot is null unless a recipe names a loss for it (the terms of
-    # one model family: image GANs, intrinsic decomposition, ...).
 
     @property
     def per_domain(self) -> bool:

@@ -210,7 +210,7 @@ def charmnet_step(
     with m.autocast():
         tensors: Dict[str, Any] = {}
         for d in (src, tgt):
-            _recon_tensors(tensors, d, out[d], b[d], _target_fn(m))
+            _recon_tensors(tensors, d, out[d], b[d], _target_fn(m), m.composite_output)
         if D is not None and _needs(m, "D/source"):
             tensors["D/source"] = D(out[src].features_in)
         if m.style_in is not None:
