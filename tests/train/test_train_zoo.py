@@ -193,3 +193,46 @@ def test_dovenet_recipe_step_matches_official(i):
             # both moves are within lr (a rounding-noise gradient sign)
             assert (v - before[k])[off].abs().le(lr * 1.001).all() and (ref - before[k])[off].abs().le(lr * 1.001).all(), k
     assert n_off < 0.002 * n_all, f"{n_off} of {n_all} updated values differ from the official step"
+
+
+# --- the zoo losses and the pix2pix schedule on their own ---------------------------------------
+def test_harmonizer_pixel_loss_formula():
+    """Official HarmonizerLoss of one image: masked Charbonnier L1 (channels summed, mask counted
+    once per pixel) + 10 x masked MSE, per sample, then the batch mean."""
+    fn = harmonykit.LOSSES.create("harmonizer_pixel")
+    target = torch.rand(2, 3, 8, 8)
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[0, :, :4, :4] = 1  # area 16
+    mask[1, :, :2, :] = 1  # area 16
+    d = torch.tensor([0.1, 0.3]).view(2, 1, 1, 1)
+    pred = target + d * mask + 0.7 * (1 - mask)  # the background error is masked out
+    per = [3 * 16 * (math.sqrt(v**2 + 1e-6) + 10 * v**2) / (16 + 1e-6) for v in (0.1, 0.3)]
+    assert fn(pred, target, mask).item() == pytest.approx(sum(per) / 2, rel=1e-5)
+
+
+def test_pctnet_smoothness():
+    from harmonykit.models.outputs import HarmonizationOutput
+
+    fn = harmonykit.LOSSES.create("pctnet_smoothness")
+    flat = torch.full((1, 12, 8, 8), 0.3)
+    out = lambda p: HarmonizationOutput(image=torch.zeros(1, 3, 8, 8), image_normalized=torch.zeros(1, 3, 8, 8), extras={"transform": p})  # noqa: E731
+    assert fn(out(flat)).item() == pytest.approx(1e-3, abs=1e-6)  # kornia: sqrt(gx^2 + gy^2 + 1e-6)
+    ramp = torch.linspace(0, 1, 8).view(1, 1, 1, 8).expand(1, 12, 8, 8)
+    assert fn(out(ramp)).item() > 0.01
+    with pytest.raises(ValueError, match="transform"):
+        fn(HarmonizationOutput(image=torch.zeros(1, 3, 8, 8), image_normalized=torch.zeros(1, 3, 8, 8)))
+
+
+def test_linear_decay_is_pix2pix_linear_policy():
+    """lr(e) = base * (1 - max(0, e + 1 - niter) / (niter_decay + 1)), stepped per epoch."""
+    from harmonykit.train.schedulers import create_scheduler
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=2e-4)
+    s = create_scheduler(opt, {"name": "linear_decay", "step_on_epochs": True, "decay_epochs": 2}, 10, 5)
+    lrs = []
+    for e in range(5):
+        s.step(e)
+        lrs.append(opt.param_groups[0]["lr"])
+    want = [2e-4 * (1 - max(0, e + 1 - 2) / (3 + 1)) for e in range(5)]
+    assert lrs == pytest.approx(want) and lrs[1] == 2e-4 and lrs[-1] < lrs[-2] < lrs[1]
