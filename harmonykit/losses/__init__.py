@@ -2,7 +2,7 @@
 from .adversarial import HingeDiscriminatorLoss, HingeGeneratorLoss
 from .reconstruction import L1Loss, MaskWeightedMSE, MSELoss
 from .style import EntropyReduction, HardCrossEntropy, SoftCrossEntropy, StyleConsistency, mean_entropy
-from . import dovenet, intrinsic  # noqa: F401  (DoveNet; Guo et al. CVPR 2021 training losses)
+from . import dovenet, intrinsic, zoo  # noqa: F401  (DoveNet; Guo et al. CVPR 2021; Harmonizer, PCT-Net)
 
 __all__ = [
     "MaskWeightedMSE",

@@ -39,6 +39,8 @@ class LossTerm:
         phase: ``"generator"`` (the G + heads optimiser) or ``"discriminator"``.
         log_name: the log key of the unweighted value (default: the slot); a loss with a
             ``parts()`` method also logs each part as ``log_prefix + part``.
+        default_on: ``False``: the slot is null unless a recipe names a loss for it (the terms
+            of one model family: image GAN, intrinsic decomposition, ...).
     """
 
     slot: str
@@ -53,6 +55,7 @@ class LossTerm:
     log_name: Optional[str] = None
     log_prefix: str = ""
     help: str = ""
+    default_on: bool = True
 
     @property
     def per_domain(self) -> bool:
@@ -60,6 +63,7 @@ class LossTerm:
 
 
 ALL_MODES = ("charmnet", "single", "fusion", "two_stage")
+RECON_MODES = ("single", "fusion", "two_stage")
 
 LOSS_TERMS: Tuple[LossTerm, ...] = (
     LossTerm("recon_{domain}", "fn_mse", 10.0, ("pred/{domain}", "target/{domain}", "mask/{domain}"), ALL_MODES,
@@ -77,6 +81,20 @@ LOSS_TERMS: Tuple[LossTerm, ...] = (
              help="P_in and P_out agree on the target batch"),
     LossTerm("entropy", "entropy_reduction", 0.5, ("P_in/target", "P_out/target"), kwargs={"margin": 1.0},
              needs="style_heads", help="entropy reduction of P_out vs P_in on the target batch"),
+    # --- model-specific objectives (off unless a recipe names them) ---
+    LossTerm("output_{domain}", "intrinsic_harmony", 1.0, ("output/{domain}", "real/{domain}"), RECON_MODES,
+             default_on=False, help="a loss of the whole model output and the [0, 1] target "
+             "(intrinsic_harmony: Guo et al.'s reflectance / illumination / IFM terms; pctnet_smoothness)"),
+    # image-level GAN (mode single; DoveNet / RainNet): the discriminator reads the output image
+    # (or the composited output, train.composite_output) in the model's output space and the mask
+    LossTerm("image_discriminator", "dovenet_d", 1.0, ("Dimg_detached/fake", "Dimg/real"), ("single",),
+             needs="discriminator", trains="discriminator", phase="discriminator", log_name="D_loss", log_prefix="D_",
+             default_on=False, help="image discriminator on the detached output (fake) vs the target (real)"),
+    LossTerm("gradient_penalty", "dovenet_gp", 1.0, ("D_net", "target_image", "fake_image", "mask_image"), ("single",),
+             needs="discriminator", phase="discriminator", log_name="D_gp", default_on=False,
+             help="WGAN-GP penalty of the image discriminator (DoveNet / RainNet gp_ratio)"),
+    LossTerm("image_adversarial", "dovenet_g", 1.0, ("Dimg/fake",), ("single",), needs="discriminator",
+             log_prefix="G_", default_on=False, help="generator side of the image GAN (scores of the output)"),
 )
 
 
@@ -128,7 +146,8 @@ def check_loss_components(mode: str, loss: Mapping[str, Any], components: Mappin
             continue
         if t.needs is not None and _is_active(loss.get(t.slot)) and components.get(t.needs) is None:
             raise ValueError(f"loss.{t.slot}: active (weight != 0) but {t.needs} is null; set loss.{t.slot}: null")
-        if t.trains is not None and loss.get(t.slot) is None and components.get(t.trains) is not None:
+        # single mode: a configured discriminator without image-GAN terms is unused (not an error)
+        if mode == "charmnet" and t.trains is not None and loss.get(t.slot) is None and components.get(t.trains) is not None:
             raise ValueError(f"loss.{t.slot}: null but a {t.trains} is configured; set {t.trains}: null")
 
 

@@ -13,6 +13,10 @@ Domains: ``train.domains`` (default :data:`harmonykit.models.base.CHARMNET_DOMAI
 entrypoint's backbone / adapter signature without building the model
 (:func:`harmonykit.models._builder.model_arguments`). When a file's ``extends:`` base names a
 different component (``model.name``, ``loss.X.name``, ...) the base's arguments for it are dropped.
+
+Environment variables: every string value may hold ``${NAME}`` or ``${NAME:-default}``
+(:func:`expand_env`, applied after ``extends`` and overrides), so a recipe can be parameterised
+by dataset roots only: ``root: ${IHARMONY4_ROOT:-data/iHarmony4}``.
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ import copy
 import inspect
 import logging
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -40,6 +46,7 @@ __all__ = [
     "recipe_dirs",
     "dump_recipe",
     "get_key",
+    "expand_env",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -84,7 +91,7 @@ def _loss_section(domains: Sequence[str]) -> Dict[str, Component]:
     return {
         slot: Component(
             "LOSSES",
-            {"name": t.loss, "weight": t.weight, **dict(t.kwargs)},
+            {"name": t.loss, "weight": t.weight, **dict(t.kwargs)} if t.default_on else None,
             extra={"weight": Field("float", 1.0)},
             help=t.help.format(domain=d) if d else t.help,
         )
@@ -153,7 +160,8 @@ _BASE_SCHEMA: Dict[str, Any] = {
         "clip_mode": Field("str", "norm", choices=("norm", "value", "agc")),
     },
     "sched": {
-        "name": Field("str", "none", help="'none' (constant lr), 'multistep' (lr x decay_rate AT each milestone, as torch MultiStepLR) or another timm scheduler (create_scheduler_v2)"),
+        "name": Field("str", "none", help="'none' (constant lr), 'multistep' (lr x decay_rate AT each milestone, as torch MultiStepLR), "
+                      "'linear_decay' (pix2pix: constant for decay_epochs, then linearly to 0 at the last epoch) or another timm scheduler (create_scheduler_v2)"),
         "step_on_epochs": Field("bool", True),
         "decay_epochs": Field("float", 100.0),
         "decay_milestones": Field("ints", [90, 180, 270]),
@@ -186,6 +194,11 @@ _BASE_SCHEMA: Dict[str, Any] = {
         "channels_last": Field("bool", True),  # the default path: ~1.5x eager NCHW on CPU (benchmarks/bench_train.py)
         "compile": Field("bool", False),
         "freeze_bn": Field("bool", False, help="keep every BatchNorm in eval mode"),
+        "composite_output": Field(
+            "bool", False,
+            help="losses and the image discriminator see output * mask + composite * (1 - mask) in the model's output "
+            "space (RainNet's official 'attentioned' image) instead of the raw output",
+        ),
         "sync_bn": Field("bool", False, help="SyncBatchNorm under torchrun (GPU only)"),
         "device": Field("str", "auto", help="auto, cpu, cuda, cuda:1, ..."),
         "ema": {
@@ -490,7 +503,7 @@ def _validate_section(schema: Mapping[str, Any], value: Any, where: str, check_r
 def _check_consistency(r: Dict[str, Any], check_data: bool) -> None:
     mode = r["train"]["mode"]
     t = r["train"]
-    if mode == "charmnet":
+    if mode in ("charmnet", "single"):
         try:
             check_loss_components(mode, r["loss"], r)
         except ValueError as e:
@@ -655,6 +668,33 @@ def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, 
     return out
 
 
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(raw: Any, where: str = "", environ: Optional[Mapping[str, str]] = None) -> Any:
+    """``${NAME}`` / ``${NAME:-default}`` in every string of ``raw`` replaced by the environment
+    variable (or the default when it is unset or empty). An unset variable without a default
+    raises :class:`RecipeError` naming the key and the variable."""
+    env = os.environ if environ is None else environ
+    if isinstance(raw, Mapping):
+        return {k: expand_env(v, f"{where}.{k}" if where else str(k), env) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [expand_env(v, f"{where}[{i}]", env) for i, v in enumerate(raw)]
+    if not isinstance(raw, str) or "${" not in raw:
+        return raw
+
+    def sub(m: "re.Match[str]") -> str:
+        val = env.get(m.group(1))
+        if val:
+            return val
+        if m.group(2) is not None:
+            return m.group(2)
+        raise RecipeError(f"{where}: environment variable {m.group(1)} is not set (in {raw!r}); "
+                          f"export it or give a default as ${{{m.group(1)}:-value}}")
+
+    return _ENV_REF.sub(sub, raw)
+
+
 def load_recipe(
     path: Union[str, Path, Mapping[str, Any]],
     overrides: Sequence[str] = (),
@@ -667,6 +707,10 @@ def load_recipe(
         p = find_recipe(path)
         raw, src = load_raw(p), str(p)
     raw = apply_overrides(raw, overrides)
+    try:
+        raw = expand_env(raw)
+    except RecipeError as e:
+        raise RecipeError(f"{src}: {e}") from None
     return resolve_recipe(raw, source=src, check_data=check_data)
 
 

@@ -15,8 +15,9 @@ from typing import Any, Mapping, Optional
 
 import torch
 from timm.scheduler import MultiStepLRScheduler
+from timm.scheduler.scheduler import Scheduler
 
-__all__ = ["MultiStepAtMilestones", "create_scheduler"]
+__all__ = ["MultiStepAtMilestones", "LinearDecay", "create_scheduler"]
 
 
 class MultiStepAtMilestones(MultiStepLRScheduler):
@@ -25,6 +26,22 @@ class MultiStepAtMilestones(MultiStepLRScheduler):
 
     def get_curr_decay_steps(self, t: int) -> int:
         return bisect.bisect_right(self.decay_t, t)
+
+
+class LinearDecay(Scheduler):
+    """pix2pix / CycleGAN ``--lr_policy linear`` (DoveNet, RainNet, Guo et al.): constant for
+    ``niter`` epochs, then linearly to 0 over ``niter_decay`` more:
+    ``lr(e) = base * (1 - max(0, e + 1 - niter) / (niter_decay + 1))`` (official
+    ``epoch_count = 1``). ``per``: schedule steps per epoch (1 when stepped on epochs)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, niter: int, niter_decay: int, per: int = 1, t_in_epochs: bool = True) -> None:
+        self.niter, self.niter_decay, self.per = int(niter), int(niter_decay), max(int(per), 1)
+        super().__init__(optimizer, param_group_field="lr", t_in_epochs=t_in_epochs)
+
+    def _get_lr(self, t: int):
+        e = int(t) // self.per
+        f = 1.0 - max(0, e + 1 - self.niter) / float(self.niter_decay + 1)
+        return [v * f for v in self.base_values]
 
 
 def create_scheduler(
@@ -53,6 +70,11 @@ def create_scheduler(
             warmup_prefix=False,
             t_in_epochs=bool(sched["step_on_epochs"]),
         )
+    if name == "linear_decay":
+        per = 1 if sched["step_on_epochs"] else int(iters_per_epoch)
+        niter = int(sched["decay_epochs"])
+        # a run shorter than decay_epochs (e.g. train.iterations) stays at the base lr
+        return LinearDecay(optimizer, niter, max(total_epochs - niter, 0), per, t_in_epochs=bool(sched["step_on_epochs"]))
     from timm.scheduler import create_scheduler_v2
 
     s, _ = create_scheduler_v2(

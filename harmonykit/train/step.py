@@ -7,7 +7,10 @@ One CharmNet iteration follows the official ``DAstyleModel.optimize_parameters``
 3. one step of the generator + both style heads (one optimiser) on the weighted total loss,
    with the adversarial term evaluated by the *updated* discriminator and the same forward graph.
 
-The other modes (``single``, ``fusion``, ``two_stage``) take one reconstruction step. Every term
+The other modes (``single``, ``fusion``, ``two_stage``) take one reconstruction step; ``single``
+with an image discriminator (DoveNet, RainNet) takes the pix2pix order of
+:func:`image_gan_step` (D step on the detached output and the target, then the generator step
+with the updated D). Every term
 is computed from named tensors as :data:`harmonykit.train.loss_terms.LOSS_TERMS` says; this
 module only produces the tensors and runs the optimisers.
 """
@@ -25,7 +28,9 @@ from harmonykit.train.data import DomainPlan
 from harmonykit.train.distributed import DistInfo, all_reduce_grads
 from harmonykit.train.loss_terms import call_term, term_of
 
-__all__ = ["NonFiniteLossError", "StepModules", "charmnet_step", "reconstruction_step", "check_finite", "optimizer_step"]
+__all__ = [
+    "NonFiniteLossError", "StepModules", "charmnet_step", "reconstruction_step", "image_gan_step", "check_finite", "optimizer_step",
+]
 
 RECON_KEYS = ("composite", "real", "mask")
 
@@ -64,6 +69,7 @@ class StepModules:
     dist: DistInfo = field(default_factory=DistInfo)
     clip_grad: Optional[float] = None
     clip_mode: str = "norm"
+    composite_output: bool = False
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -114,12 +120,30 @@ def _target_fn(m: "StepModules") -> Callable[[torch.Tensor], torch.Tensor]:
     return getattr(net, "normalize_target", normalize)
 
 
+def _prediction(out: Any, batch: Mapping[str, Any], to_target: Callable[[torch.Tensor], torch.Tensor], composite: bool) -> torch.Tensor:
+    """The output in the model's output space; ``composite``: pasted over the (normalised)
+    composite's background, ``out * mask + composite * (1 - mask)`` (RainNet's ``attentioned``)."""
+    pred = out.image_normalized
+    if not composite:
+        return pred
+    mask = batch["mask"].to(pred.dtype)
+    return pred * mask + to_target(batch["composite"]).to(pred.dtype) * (1 - mask)
+
+
 def _recon_tensors(
-    tensors: Dict[str, Any], domain: str, out: Any, batch: Mapping[str, Any], to_target: Callable[[torch.Tensor], torch.Tensor] = normalize
+    tensors: Dict[str, Any],
+    domain: str,
+    out: Any,
+    batch: Mapping[str, Any],
+    to_target: Callable[[torch.Tensor], torch.Tensor] = normalize,
+    composite: bool = False,
 ) -> None:
-    tensors[f"pred/{domain}"] = out.image_normalized
-    tensors[f"target/{domain}"] = to_target(batch["real"]).to(out.image_normalized.dtype)
+    pred = _prediction(out, batch, to_target, composite)
+    tensors[f"pred/{domain}"] = pred
+    tensors[f"target/{domain}"] = to_target(batch["real"]).to(pred.dtype)
     tensors[f"mask/{domain}"] = batch["mask"]
+    tensors[f"output/{domain}"] = out
+    tensors[f"real/{domain}"] = batch["real"]
 
 
 def _active(m: StepModules):
@@ -186,7 +210,7 @@ def charmnet_step(
     with m.autocast():
         tensors: Dict[str, Any] = {}
         for d in (src, tgt):
-            _recon_tensors(tensors, d, out[d], b[d], _target_fn(m))
+            _recon_tensors(tensors, d, out[d], b[d], _target_fn(m), m.composite_output)
         if D is not None and _needs(m, "D/source"):
             tensors["D/source"] = D(out[src].features_in)
         if m.style_in is not None:
@@ -228,15 +252,64 @@ def reconstruction_step(
                 sl = slice(start, start + b[d]["composite"].shape[0])
                 start = sl.stop
                 part = type(out)(image=out.image[sl], image_normalized=out.image_normalized[sl])
-                _recon_tensors(tensors, d, part, {k: cat[k][sl] for k in RECON_KEYS}, _target_fn(m))
+                _recon_tensors(tensors, d, part, {k: cat[k][sl] for k in RECON_KEYS}, _target_fn(m), m.composite_output)
         else:
             for d in domains:
-                if _needs(m, f"pred/{d}"):
-                    _recon_tensors(tensors, d, m.run(b[d], d), b[d], _target_fn(m))
+                if _needs(m, f"pred/{d}") or _needs(m, f"output/{d}"):
+                    _recon_tensors(tensors, d, m.run(b[d], d), b[d], _target_fn(m), m.composite_output)
         values, logged = _terms(m, "generator", tensors)
     total = _weighted_total(m, values)
     check_finite({**values, "G_total": total}, iteration)
     optimizer_step(m, m.opt_g, m.scaler_g, total, m.g_params())
     logs = _detached(logged)
+    logs["G_total"] = total.detach()
+    return logs
+
+
+def image_gan_step(m: StepModules, b: Mapping[str, Mapping[str, Any]], domain: str, iteration: int) -> Dict[str, torch.Tensor]:
+    """One pix2pix-style iteration with an image discriminator (official DoveNet / RainNet
+    ``optimize_parameters``): forward; D step on ``D(fake.detach(), mask)`` vs ``D(target, mask)``
+    plus the gradient penalty; then, D frozen, one generator step on the reconstruction and
+    ``D(fake, mask)``. ``fake`` is the output in the model's output space (composited over the
+    input's background when ``train.composite_output``), ``target`` the normalised real image."""
+    D = m.discriminator
+    assert D is not None and m.opt_d is not None
+    batch = b[domain]
+    to_t = _target_fn(m)
+    logs: Dict[str, torch.Tensor] = {}
+    with m.autocast():
+        out = m.run(batch, domain)
+        fake = _prediction(out, batch, to_t, m.composite_output)
+        target = to_t(batch["real"]).to(fake.dtype)
+    mask = batch["mask"].to(fake.dtype)
+    # --- discriminator ---
+    D.requires_grad_(True)
+    m.opt_d.zero_grad(set_to_none=True)
+    with m.autocast():
+        tensors: Dict[str, Any] = {
+            "Dimg_detached/fake": D(fake.detach(), mask), "Dimg/real": D(target, mask),
+            "D_net": D, "target_image": target, "fake_image": fake.detach(), "mask_image": mask,
+        }
+        d_values, d_logged = _terms(m, "discriminator", tensors)
+    check_finite(d_logged, iteration)
+    optimizer_step(m, m.opt_d, m.scaler_d, _weighted_total(m, d_values), list(D.parameters()))
+    logs.update(_detached(d_logged))
+    D.requires_grad_(False)
+    # --- generator ---
+    m.opt_g.zero_grad(set_to_none=True)
+    with m.autocast():
+        tensors = {}
+        _recon_tensors(tensors, domain, out, batch, to_t, m.composite_output)
+        tensors["Dimg/fake"] = D(fake, mask)
+        with torch.no_grad():
+            # the official backward_G also scores the real image (unused by the loss); in train
+            # mode that forward advances the spectral-norm power iteration of every D layer
+            D(target, mask)
+        values, logged = _terms(m, "generator", tensors)
+    total = _weighted_total(m, values)
+    check_finite({**values, "G_total": total}, iteration)
+    optimizer_step(m, m.opt_g, m.scaler_g, total, m.g_params())
+    D.requires_grad_(True)
+    logs.update(_detached(logged))
     logs["G_total"] = total.detach()
     return logs

@@ -31,7 +31,7 @@ from harmonykit.train.data import DomainPlan, TrainData, component_kwargs
 from harmonykit.train.distributed import DistInfo, all_reduce_mean, broadcast_module
 from harmonykit.train.log import RunLogger, RunningMean
 from harmonykit.train.loss_terms import active_slots
-from harmonykit.train.step import NonFiniteLossError, StepModules, charmnet_step, reconstruction_step
+from harmonykit.train.step import NonFiniteLossError, StepModules, charmnet_step, image_gan_step, reconstruction_step
 from harmonykit.train.validation import higher_is_better, validate
 from harmonykit.utils import progress_enabled, resolve_device
 
@@ -96,6 +96,10 @@ class Trainer:
                 spec = recipe["style_heads"]
                 self.style_in = STYLE_HEADS.create(spec["name"], in_channels=C, **component_kwargs(spec))
                 self.style_out = STYLE_HEADS.create(spec["name"], in_channels=C, **component_kwargs(spec))
+        elif self.mode == "single" and recipe["discriminator"] is not None and _active(recipe["loss"].get("image_discriminator")):
+            # image GAN (DoveNet / RainNet): the discriminator reads 3-channel images and the mask
+            spec = recipe["discriminator"]
+            self.discriminator = DISCRIMINATORS.create(spec["name"], in_channels=3, **component_kwargs(spec))
         self._heads_checked = self.style_in is None
         size = _train_image_size(recipe)
         if size is not None:
@@ -119,7 +123,7 @@ class Trainer:
             spec = recipe["loss"][slot]
             kw = {k: v for k, v in spec.items() if k not in ("name", "weight")}
             self.losses[slot] = (LOSSES.create(spec["name"], **kw).to(self.device), float(spec.get("weight", 1.0)))
-        if self.discriminator is not None and "discriminator" not in self.losses:
+        if self.discriminator is not None and not any(k in self.losses for k in ("discriminator", "image_discriminator")):
             self.discriminator = None  # no D loss: nothing would train it
         if not self.losses:
             raise ValueError("loss: every term of this train.mode is null or has weight 0")
@@ -158,7 +162,7 @@ class Trainer:
             forward=self._fwd, model=self.model, losses=self.losses, plan=self.domain_plan, opt_g=self.opt_g,
             scaler_g=self.scaler_g, discriminator=self.discriminator, style_in=self.style_in, style_out=self.style_out,
             opt_d=self.opt_d, scaler_d=self.scaler_d, amp_dtype=self.amp_dtype, device=self.device, dist=self.dist,
-            clip_grad=o["clip_grad"], clip_mode=o["clip_mode"],
+            clip_grad=o["clip_grad"], clip_mode=o["clip_mode"], composite_output=self.recipe["train"]["composite_output"],
         )
 
     def check_style_heads(self, height: int, width: int) -> None:
@@ -281,6 +285,8 @@ class Trainer:
         if self.mode == "charmnet":
             hook = (lambda: after_d_step(self)) if after_d_step is not None else None
             logs = charmnet_step(m, b, self.iteration, hook)
+        elif self.discriminator is not None:
+            logs = image_gan_step(m, b, doms[0], self.iteration)
         else:
             logs = reconstruction_step(m, b, doms, self.iteration)
         if self.ema is not None:
@@ -588,6 +594,10 @@ def _train_image_size(recipe: Mapping[str, Any]) -> Optional[int]:
         return int(d["synthetic"]["image_size"])
     size = (d["augmentation"] or {}).get("size")
     return int(size) if isinstance(size, int) else None
+
+
+def _active(spec: Optional[Mapping[str, Any]]) -> bool:
+    return spec is not None and float(spec.get("weight", 1.0)) != 0.0
 
 
 def _opt_takes(opt: str, arg: str) -> bool:
