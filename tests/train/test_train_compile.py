@@ -3,8 +3,10 @@ the generator under ``torch.compile``, its checkpoints hold the plain module's k
 run resumes from them, and its losses follow the eager run's.
 
 Tolerance: inductor fuses and reorders float32 reductions, so a compiled forward differs from
-eager by ~1e-6 relative; three Adam steps later the losses agree to rel 1e-3 (abs 1e-5) and
-the weights to abs 1e-4 (lr 1e-4 bounds each step's change). Observed on CPU: see the assertion
+eager by ~1e-6 relative; three Adam steps later the losses agree to rel 1e-3 (abs 1e-5). Weights
+agree to ``2 * lr * steps``: Adam moves each weight by at most ~lr per step, and a conv bias
+followed by a normalisation has a true gradient of zero, so Adam turns rounding noise of either
+sign into a full +-lr step (observed: 4.6e-4 on such a bias, 6e-4 allowed). Observed on CPU: see the assertion
 messages (max relative loss difference printed on failure).
 """
 from __future__ import annotations
@@ -69,9 +71,10 @@ def test_compiled_charmnet_iteration_matches_eager_and_resumes(tmp_path):
             assert g == g and abs(g) != float("inf"), f"iteration {it}: {k} = {g}"
             worst = max(worst, abs(g - v) / max(abs(v), 1e-12))
             assert g == pytest.approx(v, rel=1e-3, abs=1e-5), f"iteration {it}: {k} compiled {g} vs eager {v}"
+    tol = 2 * eager.recipe["optim"]["lr"] * 3
     for name, a, b in (("model", eager.model, tr.model), ("ema", eager.ema.module, tr.ema.module),
                        ("discriminator", eager.discriminator, tr.discriminator)):
         for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
             if x.is_floating_point():
-                assert torch.allclose(x, y, atol=1e-4, rtol=0), f"{name}.{k}: max |diff| {(x - y).abs().max()}"
+                assert torch.allclose(x, y, atol=tol, rtol=0), f"{name}.{k}: max |diff| {(x - y).abs().max()}"
     print(f"max relative loss difference compiled vs eager: {worst:.2e}")
