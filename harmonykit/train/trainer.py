@@ -72,7 +72,9 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.device = torch.device(device if device is not None else resolve_device(t["device"]))
         if self.dist.enabled and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank)
+            from harmonykit.train.distributed import cuda_index
+
+            self.device = torch.device("cuda", cuda_index(self.dist.local_rank))
         if recipe["deterministic"]:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
