@@ -175,6 +175,10 @@ class TrainData:
             self.datasets = {
                 dom: WorkerCropDataset(ds, crop, seed=seed, salt=i + 1) for i, (dom, ds) in enumerate(self.datasets.items())
             }
+            if getattr(crop, "backend", None) == "cv2":
+                from harmonykit.data.cv2_crop import _cv2
+
+                _cv2()  # import OpenCV before the workers fork: they share its pages instead of each loading it
         self.val = val
         self.val_batch_size = val_batch_size
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
@@ -239,7 +243,8 @@ class TrainData:
     def _loader_kwargs(self) -> Dict[str, Any]:
         kw: Dict[str, Any] = dict(num_workers=self.num_workers, pin_memory=self.pin_memory)
         if self.num_workers > 0:
-            kw.update(prefetch_factor=self.prefetch_factor, persistent_workers=self.persistent_workers)
+            kw.update(prefetch_factor=self.prefetch_factor, persistent_workers=self.persistent_workers,
+                      worker_init_fn=_single_threaded_worker)
         return kw
 
     def batches(self, domain: str, epoch: int, start_batch: int = 0) -> Iterator[Dict[str, Any]]:
@@ -274,6 +279,16 @@ class TrainData:
             return None
         return DataLoader(self.val, batch_size=self.val_batch_size, shuffle=False, num_workers=self.num_workers,
                           pin_memory=self.pin_memory, collate_fn=_collate_fn(self.val))
+
+
+def _single_threaded_worker(worker_id: int) -> None:  # noqa: ARG001
+    """DataLoader workers run one thread each (torch already does): OpenCV's own pool would
+    oversubscribe the cores and cost a thread pool per worker. Results do not depend on it."""
+    import sys
+
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:
+        cv2.setNumThreads(1)
 
 
 def worker_augmentation(recipe: Mapping[str, Any]) -> Tuple[nn.Module, Optional[nn.Module]]:
