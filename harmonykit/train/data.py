@@ -229,10 +229,9 @@ class TrainData:
             if d.get("crop_in_workers"):
                 crop, _ = worker_augmentation(recipe)
         pin = d.get("pin_memory")
-        if pin is None:
-            from harmonykit.utils import resolve_device
-
-            pin = resolve_device(t["device"]).startswith("cuda")
+        if pin is None:  # on when training on CUDA
+            dev = str(t["device"] or "auto")
+            pin = torch.cuda.is_available() and (dev == "auto" or dev.startswith("cuda"))
         return cls(sets, t["batch_size"], recipe["seed"], workers, dist_info, val, recipe["val"]["batch_size"],
                    crop=crop, persistent_workers=d.get("persistent_workers", True),
                    prefetch_factor=d.get("prefetch_factor", 2), pin_memory=bool(pin))
