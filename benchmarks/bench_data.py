@@ -4,8 +4,9 @@ Reads the HAdobe5k triplets (4256x2832 JPEG composite and real, PNG mask) of
 ``$HARMONYKIT_REAL_DATA/iharmony4_mini`` and reports samples/s for:
 
 * decode at full size or reduced (``max_size=1024``, JPEG DCT scaling + resize);
-* the crop done per sample in DataLoader workers (CPU, ``RandomResizedCropSample``), or on the
-  collated batch with kornia on ``--device`` (``AlignedRandomResizedCrop``);
+* the crop done per sample in DataLoader workers (CPU, ``RandomResizedCropSample``, float out;
+  or ``WorkerCropDataset``, ``data.crop_in_workers``: uint8 crops out, kornia or the official
+  cv2 arithmetic), or on the collated batch with kornia on ``--device`` (``AlignedRandomResizedCrop``);
 * optionally (``--synthetic``) the online synthetic-composite augmentation on the cropped batch;
 * ``--prepared``: the raw root against its ``harmonykit prepare`` copy (``max_size=1024``, written
   to a temporary folder, or ``--prepared-root``): samples/s per worker (decode + crop to 256 in the
@@ -34,8 +35,10 @@ from harmonykit.data import (
     IHarmony4Dataset,
     RandomResizedCropSample,
     SyntheticComposite,
+    WorkerCropDataset,
     batch_to_device,
     collate_samples,
+    images_to_float,
 )
 
 
@@ -60,6 +63,10 @@ def run_case(root: Path, max_size, crop_on: str, workers: int, samples: int, bat
     transform = RandomResizedCropSample(size=256) if crop_on == "worker" else None
     base = IHarmony4Dataset(root, subsets=subset, split="test", max_size=max_size, transform=transform)
     ds = _Repeat(base, samples)
+    if crop_on in ("worker_u8", "worker_u8_cv2"):  # data.crop_in_workers: uint8 crops cross the boundary
+        backend = "cv2" if crop_on == "worker_u8_cv2" else "kornia"
+        ds = WorkerCropDataset(ds, AlignedRandomResizedCrop(256, backend=backend, mask_dtype="uint8" if backend == "cv2" else "float32",
+                                                            mask_threshold=None), seed=0)
     loader = DataLoader(ds, batch, shuffle=False, num_workers=workers, drop_last=False,
                         pin_memory=device.type == "cuda", collate_fn=collate_samples)
     crop = AlignedRandomResizedCrop(256, seed=0)
@@ -67,7 +74,7 @@ def run_case(root: Path, max_size, crop_on: str, workers: int, samples: int, bat
     n = 0
     t0 = time.perf_counter()
     for b in loader:
-        b = batch_to_device(b, device)
+        b = images_to_float(batch_to_device(b, device))
         if crop_on == "kornia":
             b = crop(b)
         if synth is not None:
@@ -193,12 +200,14 @@ def main(argv: List[str] = None) -> int:
     head = f"{'decode':<14} {'crop':<16} {'workers':>7} {'samples/s':>10}"
     print(head, flush=True)
     print("-" * len(head))
-    cases = [(None, "worker"), (1024, "worker"), (None, "kornia"), (1024, "kornia")]
+    cases = [(None, "worker"), (1024, "worker"), (None, "kornia"), (1024, "kornia"), (1024, "worker_u8"),
+             (1024, "worker_u8_cv2")]
     for max_size, crop_on in cases:
         for w in args.workers:
             sps = run_case(root, max_size, crop_on, w, args.samples, args.batch_size, device, False, args.subset)
             dec = "full" if max_size is None else f"max {max_size}"
-            where = "worker (cpu)" if crop_on == "worker" else f"kornia ({device.type})"
+            where = {"worker": "worker (cpu)", "worker_u8": "worker, uint8", "worker_u8_cv2": "worker, u8, cv2"}.get(
+                crop_on, f"kornia ({device.type})")
             print(f"{dec:<14} {where:<16} {w:>7} {sps:>10.2f}", flush=True)
     if args.synthetic:
         for w in args.workers:

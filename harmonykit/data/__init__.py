@@ -26,7 +26,7 @@ from .base import HarmonizationDataset, Problem, SampleRecord
 from .iharmony4 import IHARMONY4_SUBSETS, IHarmony4Dataset, parse_iharmony4_name
 from .rdharmony import RdHarmonyDataset, format_rdharmony_line, parse_rdharmony_line, parse_rdharmony_name
 from .folder import FolderDataset
-from .collate import batch_to_device, collate_samples
+from .collate import batch_to_device, collate_samples, images_to_float
 from .augment import (
     AlignedRandomResizedCrop,
     Compose,
@@ -43,6 +43,7 @@ from .check import CheckReport, check_dataset, detect_format, format_report
 from .prepare import prepare_dataset
 from .prepared import PreparedInfo, read_prepared
 from .shards import ShardDataset, write_shards
+from .worker_crop import EpochBatchSampler, WorkerCropDataset, sample_seed  # noqa: E402
 from .bundled import BundledPhotosDataset, load_bundled_photos, load_photo_index, write_eval_triplets  # noqa: E402
 
 __all__ = [
@@ -76,6 +77,10 @@ __all__ = [
     "FolderDataset",
     "batch_to_device",
     "collate_samples",
+    "images_to_float",
+    "WorkerCropDataset",
+    "EpochBatchSampler",
+    "sample_seed",
     "AlignedRandomResizedCrop",
     "Compose",
     "PairedColorJitter",

@@ -4,7 +4,9 @@ Datasets yield full-size samples whose sizes differ, so :func:`collate_samples` 
 key only when every sample has the same shape and otherwise keeps a **list** of per-sample
 tensors; :class:`~harmonykit.data.augment.AlignedRandomResizedCrop` turns such lists into
 ``(B, C, 256, 256)`` tensors on the device. (Alternatively give the dataset a
-:class:`~harmonykit.data.augment.RandomResizedCropSample` transform and everything stacks.)
+:class:`~harmonykit.data.augment.RandomResizedCropSample` transform and everything stacks, or
+wrap it in :class:`~harmonykit.data.worker_crop.WorkerCropDataset`: uint8 crops cross the process
+boundary and :func:`images_to_float` converts them on the model's device.)
 
 Training batches (per domain, seeded, resumable, rank-aware) come from
 :class:`harmonykit.train.data.TrainData`.
@@ -17,7 +19,7 @@ from typing import Any, Dict, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["collate_samples", "batch_to_device"]
+__all__ = ["collate_samples", "batch_to_device", "images_to_float"]
 
 _logger = logging.getLogger(__name__)
 
@@ -58,4 +60,18 @@ def batch_to_device(batch: Dict[str, Any], device: Any, non_blocking: bool = Tru
             out[k] = [t.to(device, non_blocking=non_blocking) for t in v]
         else:
             out[k] = v
+    return out
+
+
+def images_to_float(batch: Dict[str, Any], keys: Sequence[str] = ("composite", "real", "mask")) -> Dict[str, Any]:
+    """uint8 image tensors (``(B, C, H, W)`` or lists) -> float32 ``x / 255`` in [0, 1], on their
+    own device (move the batch first: the uint8 bytes are what crosses PCIe). Float tensors are
+    left as they are. Returns a new dict."""
+    out = dict(batch)
+    for k in keys:
+        v = out.get(k)
+        if isinstance(v, Tensor) and v.dtype == torch.uint8:
+            out[k] = v.float() / 255.0
+        elif isinstance(v, list) and v and all(isinstance(t, Tensor) and t.dtype == torch.uint8 for t in v):
+            out[k] = [t.float() / 255.0 for t in v]
     return out

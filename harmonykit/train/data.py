@@ -26,7 +26,7 @@ from harmonykit.registry import DATASETS
 from harmonykit.train.distributed import DistInfo, ShardedBatchSampler
 from harmonykit.train.synthetic import SyntheticHarmonizationDataset
 
-__all__ = ["DomainPlan", "TrainData", "recipe_domains", "component_kwargs"]
+__all__ = ["DomainPlan", "TrainData", "recipe_domains", "component_kwargs", "worker_augmentation"]
 
 TWO_STAGE_EPOCH_OFFSET = 100_000  # stage-1 epochs are numbered from here (distinct shuffles)
 
@@ -161,12 +161,29 @@ class TrainData:
         val: Optional[Dataset] = None,
         val_batch_size: int = 8,
         shuffle: bool = True,
+        crop: Optional[nn.Module] = None,
+        persistent_workers: bool = True,
+        prefetch_factor: int = 2,
+        pin_memory: bool = False,
     ) -> None:
         info = dist_info or DistInfo()
         self.datasets = dict(datasets)
+        self.crop = crop
+        if crop is not None:  # crop in the workers: uint8 crops cross the process boundary
+            from harmonykit.data.worker_crop import WorkerCropDataset
+
+            self.datasets = {
+                dom: WorkerCropDataset(ds, crop, seed=seed, salt=i + 1) for i, (dom, ds) in enumerate(self.datasets.items())
+            }
+            if getattr(crop, "backend", None) == "cv2":
+                from harmonykit.data.cv2_crop import _cv2
+
+                _cv2()  # import OpenCV before the workers fork: they share its pages instead of each loading it
         self.val = val
         self.val_batch_size = val_batch_size
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+        self.persistent_workers, self.prefetch_factor, self.pin_memory = persistent_workers, prefetch_factor, pin_memory
+        self._loaders: Dict[str, DataLoader] = {}
         self.samplers = {}
         for i, (dom, ds) in enumerate(self.datasets.items()):
             try:
@@ -178,10 +195,15 @@ class TrainData:
     def from_recipe(cls, recipe: Mapping[str, Any], dist_info: Optional[DistInfo] = None, synthetic: bool = False) -> "TrainData":
         """Build from ``recipe["data"]`` (``synthetic=True`` forces synthetic tensors).
 
+        With ``data.crop_in_workers`` the augmentation's aligned crop runs in the workers
+        (:class:`~harmonykit.data.worker_crop.WorkerCropDataset`); the trainer then runs only
+        the rest of the augmentation on the device.
+
         Raises ``ValueError`` when a dataset's ``domain`` tag differs from the recipe key
         (``data.<domain>``) it is loaded under."""
         d, t = recipe["data"], recipe["train"]
         domains = recipe_domains(recipe)
+        crop = None
         if synthetic or d["kind"] == "synthetic":
             s = d["synthetic"]
             labels = {dom: (i == 0) for i, dom in enumerate(domains)} if len(domains) > 1 else {}
@@ -204,30 +226,80 @@ class TrainData:
                 check_domain_tag(sets[dom], dom, spec["name"])
             val = DATASETS.create(d["val"]["name"], **component_kwargs(d["val"])) if d["val"] else None
             workers = d["num_workers"]
-        return cls(sets, t["batch_size"], recipe["seed"], workers, dist_info, val, recipe["val"]["batch_size"])
+            if d.get("crop_in_workers"):
+                crop, _ = worker_augmentation(recipe)
+        pin = d.get("pin_memory")
+        if pin is None:  # on when training on CUDA
+            dev = str(t["device"] or "auto")
+            pin = torch.cuda.is_available() and (dev == "auto" or dev.startswith("cuda"))
+        return cls(sets, t["batch_size"], recipe["seed"], workers, dist_info, val, recipe["val"]["batch_size"],
+                   crop=crop, persistent_workers=d.get("persistent_workers", True),
+                   prefetch_factor=d.get("prefetch_factor", 2), pin_memory=bool(pin))
 
     def num_batches(self, domain: str) -> int:
         return len(self.samplers[domain])
 
+    def _loader_kwargs(self) -> Dict[str, Any]:
+        kw: Dict[str, Any] = dict(num_workers=self.num_workers, pin_memory=self.pin_memory)
+        if self.num_workers > 0:
+            kw.update(prefetch_factor=self.prefetch_factor, persistent_workers=self.persistent_workers,
+                      worker_init_fn=_single_threaded_worker)
+        return kw
+
     def batches(self, domain: str, epoch: int, start_batch: int = 0) -> Iterator[Dict[str, Any]]:
+        """The batches of ``epoch`` of ``domain`` from ``start_batch``. With workers and
+        ``persistent_workers``, one loader per domain is kept and re-iterated (its workers
+        live across epochs); a new call drops what the previous iterator of the domain had
+        prefetched."""
         sampler = self.samplers[domain]
         sampler.set_epoch(epoch, start_batch)
+        if self.num_workers > 0 and self.persistent_workers:
+            loader = self._loaders.get(domain)
+            if loader is None:
+                loader = self._loaders[domain] = self._make_loader(domain, torch.Generator().manual_seed(self.seed * 7_368_787 + len(domain)))
+            return iter(loader)
         gen = torch.Generator().manual_seed(self.seed * 7_368_787 + epoch * 31 + len(domain))
-        loader = DataLoader(
+        return iter(self._make_loader(domain, gen))
+
+    def _make_loader(self, domain: str, gen: torch.Generator) -> DataLoader:
+        from harmonykit.data.worker_crop import EpochBatchSampler
+
+        sampler = self.samplers[domain]
+        return DataLoader(
             self.datasets[domain],
-            batch_sampler=sampler,
-            num_workers=self.num_workers,
+            batch_sampler=EpochBatchSampler(sampler) if self.crop is not None else sampler,
             generator=gen,
-            persistent_workers=False,
             collate_fn=_collate_fn(self.datasets[domain]),
+            **self._loader_kwargs(),
         )
-        return iter(loader)
 
     def val_loader(self) -> Optional[DataLoader]:
         if self.val is None:
             return None
         return DataLoader(self.val, batch_size=self.val_batch_size, shuffle=False, num_workers=self.num_workers,
-                          collate_fn=_collate_fn(self.val))
+                          pin_memory=self.pin_memory, collate_fn=_collate_fn(self.val))
+
+
+def _single_threaded_worker(worker_id: int) -> None:  # noqa: ARG001
+    """DataLoader workers run one thread each (torch already does): OpenCV's own pool would
+    oversubscribe the cores and cost a thread pool per worker. Results do not depend on it."""
+    import sys
+
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:
+        cv2.setNumThreads(1)
+
+
+def worker_augmentation(recipe: Mapping[str, Any]) -> Tuple[nn.Module, Optional[nn.Module]]:
+    """``data.crop_in_workers``: (the crop the workers run, the rest of ``data.augmentation``
+    that runs on the model's device, or None). ``ValueError`` when there is no crop to move."""
+    from harmonykit.data.worker_crop import split_crop
+    from harmonykit.registry import AUGMENTATIONS
+
+    spec = recipe["data"]["augmentation"]
+    if spec is None:
+        raise ValueError("data.crop_in_workers: true needs data.augmentation (an aligned crop to run in the workers)")
+    return split_crop(AUGMENTATIONS.create(spec["name"], **component_kwargs(spec)))
 
 
 def check_domain_tag(ds: Dataset, key: str, name: str) -> None:

@@ -55,12 +55,22 @@ def init_distributed(device_type: str = "cpu") -> DistInfo:
         raise RuntimeError("torch.distributed is not available in this build")
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        backend = "nccl" if device_type == "cuda" and dist.is_nccl_available() else "gloo"
+        backend = os.environ.get("HARMONYKIT_DIST_BACKEND") or (
+            "nccl" if device_type == "cuda" and dist.is_nccl_available() else "gloo"
+        )
         if device_type == "cuda":
-            torch.cuda.set_device(local)
+            torch.cuda.set_device(cuda_index(local))
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
         _logger.info("distributed: rank %d/%d (%s)", rank, world, backend)
     return DistInfo(rank=rank, world_size=world, local_rank=local, enabled=True)
+
+
+def cuda_index(local_rank: int) -> int:
+    """The GPU of a local rank: ``local_rank`` modulo the visible GPUs, so more processes than
+    GPUs share them (e.g. ``torchrun --nproc_per_node 2`` on one GPU, for testing; NCCL itself
+    may refuse two ranks on one GPU: ``HARMONYKIT_DIST_BACKEND=gloo`` then)."""
+    n = torch.cuda.device_count()
+    return local_rank % n if n else local_rank
 
 
 def cleanup_distributed(info: DistInfo) -> None:

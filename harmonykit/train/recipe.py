@@ -111,6 +111,15 @@ _DATA_FIXED: Dict[str, Any] = {
     "val": Component("DATASETS", None, help="kind=datasets: validation set (the model's default domain)"),
     "augmentation": Component("AUGMENTATIONS", None, help="batch augmentation: aug(batch dict) -> batch dict"),
     "num_workers": Field("int", 2),
+    "crop_in_workers": Field(
+        "bool", False,
+        help="run the augmentation's aligned crop in the DataLoader workers on each sample (uint8 crops cross "
+        "the process boundary; per-sample crop RNG from (seed, epoch, index), independent of num_workers); "
+        "false: crop the collated full-size batch in the main process with the augmentation's own generator",
+    ),
+    "persistent_workers": Field("bool", True, help="keep DataLoader workers alive between epochs (num_workers > 0)"),
+    "prefetch_factor": Field("int", 2, help="batches each worker loads ahead (num_workers > 0)"),
+    "pin_memory": Field("bool", None, nullable=True, help="page-locked batches for fast host->GPU copies (null: when training on CUDA)"),
     "synthetic": {
         "length": Field("int", 64, help="samples per domain"),
         "val_length": Field("int", 8),
@@ -588,7 +597,7 @@ def _deep_merge(base: Dict[str, Any], over: Mapping[str, Any], path: Tuple[str, 
     return out
 
 
-_DATA_SETTINGS = ("kind", "num_workers", "synthetic")
+_DATA_SETTINGS = ("kind", "num_workers", "crop_in_workers", "persistent_workers", "prefetch_factor", "pin_memory", "synthetic")
 
 
 def _is_component_path(path: Tuple[str, ...]) -> bool:

@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from harmonykit.registry import AUGMENTATIONS, DISCRIMINATORS, LOSSES, STYLE_HEADS
 from harmonykit.train.checkpoint import CHECKPOINT_FORMAT, get_rng_state, load_training_checkpoint, save_checkpoint, set_rng_state
-from harmonykit.train.data import DomainPlan, TrainData, component_kwargs
+from harmonykit.train.data import DomainPlan, TrainData, component_kwargs, worker_augmentation
 from harmonykit.train.distributed import DistInfo, all_reduce_mean, broadcast_module
 from harmonykit.train.log import RunLogger, RunningMean
 from harmonykit.train.loss_terms import active_slots
@@ -72,7 +72,9 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.device = torch.device(device if device is not None else resolve_device(t["device"]))
         if self.dist.enabled and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank)
+            from harmonykit.train.distributed import cuda_index
+
+            self.device = torch.device("cuda", cuda_index(self.dist.local_rank))
         if recipe["deterministic"]:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
@@ -143,8 +145,12 @@ class Trainer:
             self.ema = ModelEmaV3(self.model, decay=t["ema"]["decay"], use_warmup=t["ema"]["warmup"])
         self.augment = None
         if recipe["data"]["augmentation"] is not None:
-            spec = recipe["data"]["augmentation"]
-            self.augment = AUGMENTATIONS.create(spec["name"], **component_kwargs(spec))
+            if recipe["data"].get("crop_in_workers") and recipe["data"]["kind"] == "datasets":
+                # the crop runs in the DataLoader workers (TrainData); the rest runs here, on the device
+                self.augment = worker_augmentation(recipe)[1]
+            else:
+                spec = recipe["data"]["augmentation"]
+                self.augment = AUGMENTATIONS.create(spec["name"], **component_kwargs(spec))
 
         self.iteration = 0
         self.best_metric: Optional[float] = None
@@ -233,9 +239,10 @@ class Trainer:
     # one iteration
     # --------------------------------------------------------------------------------------
     def _to_device(self, batch: Mapping[str, Any]) -> Dict[str, Any]:
-        from harmonykit.data.collate import batch_to_device
+        from harmonykit.data.collate import batch_to_device, images_to_float
 
-        out = batch_to_device(dict(batch), self.device)
+        # uint8 crops from the workers cross to the device as bytes and become float there
+        out = images_to_float(batch_to_device(dict(batch), self.device))
         if self.augment is not None:
             out = self.augment(out)
         for k in ("composite", "real", "mask"):

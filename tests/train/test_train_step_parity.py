@@ -8,11 +8,18 @@ after the G step with the README's tolerances. After one Adam step the weights s
 more than gradient signs, so the gradients are the sharp part. Zero-true-gradient biases
 (listed in losses.json: rounding noise in front of a train-mode BatchNorm) are compared with the
 README's loose tolerance.
+
+``HARMONYKIT_TEST_DEVICE=cuda`` runs the step on the GPU (``benchmarks/gpu_check.sh``) with
+TF32 switched off (``torch.backends.cuda.matmul.allow_tf32 = False``,
+``torch.backends.cudnn.allow_tf32 = False``): TF32 rounds conv / matmul inputs to a 10-bit
+mantissa (~5e-4 relative), far outside these tolerances; in full fp32 cuDNN differs from the
+CPU only by summation order, and the same tolerances apply.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -92,7 +99,11 @@ def _trainer(parity_dir):
             "loss.recon_real.min_area=100",
         ],
     )
-    tr = Trainer(recipe, run_dir=None, device="cpu")
+    device = os.environ.get("HARMONYKIT_TEST_DEVICE", "cpu")
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    tr = Trainer(recipe, run_dir=None, device=device)
     assert list(tr.opt_d.param_groups[0]["betas"]) == list(od["betas"]) and tr.opt_d.defaults["eps"] == od["eps"]
     load_weights(tr.model, sd_g)
     tr.discriminator.load_state_dict(init_d)
@@ -117,15 +128,19 @@ def _batches(parity_dir):
     return out
 
 
+def _cpu(sd):
+    return {k: v.detach().cpu().clone() for k, v in sd.items()}
+
+
 def _snapshot(tr):
     from harmonykit.convert import convert_state_dict
 
-    g = convert_state_dict(tr.model.state_dict(), src="split", dst="official_charmnet", split_depth=tr.model.split_depth)
+    g = convert_state_dict(_cpu(tr.model.state_dict()), src="split", dst="official_charmnet", split_depth=tr.model.split_depth)
     return {
         "netG": {k: v.clone() for k, v in g.items()},
-        "netD": {k: v.clone() for k, v in tr.discriminator.state_dict().items()},
-        "netSC1": {k: v.clone() for k, v in tr.style_in.state_dict().items()},
-        "netSC2": {k: v.clone() for k, v in tr.style_out.state_dict().items()},
+        "netD": _cpu(tr.discriminator.state_dict()),
+        "netSC1": _cpu(tr.style_in.state_dict()),
+        "netSC2": _cpu(tr.style_out.state_dict()),
     }
 
 
@@ -154,16 +169,16 @@ def _grads_official_names(tr, grads_d):
     """Every parameter's .grad under the official names: {"G": ..., "D": ..., "SC1": ..., "SC2": ...}."""
     from harmonykit.convert import convert_state_dict
 
-    pg = {n: p.grad for n, p in tr.model.named_parameters()}
+    pg = {n: (None if p.grad is None else p.grad.detach().cpu()) for n, p in tr.model.named_parameters()}
     missing = [n for n, g in pg.items() if g is None]
     assert not missing, f"no gradient for {missing[:5]}"
-    sd = {k: (pg[k] if k in pg else torch.zeros_like(v)) for k, v in tr.model.state_dict().items()}
+    sd = {k: (pg[k] if k in pg else torch.zeros_like(v)) for k, v in _cpu(tr.model.state_dict()).items()}
     g = convert_state_dict(sd, src="split", dst="official_charmnet", split_depth=tr.model.split_depth)
     return {
         "G": g,
         "D": grads_d,
-        "SC1": {n: p.grad.clone() for n, p in tr.style_in.named_parameters()},
-        "SC2": {n: p.grad.clone() for n, p in tr.style_out.named_parameters()},
+        "SC1": {n: p.grad.detach().cpu().clone() for n, p in tr.style_in.named_parameters()},
+        "SC2": {n: p.grad.detach().cpu().clone() for n, p in tr.style_out.named_parameters()},
     }
 
 
@@ -202,7 +217,7 @@ def test_step_parity(parity_dir):
 
     def after_d(t):
         snaps["after_D"] = _snapshot(t)
-        grads_d.update({n: p.grad.clone() for n, p in t.discriminator.named_parameters()})
+        grads_d.update({n: p.grad.detach().cpu().clone() for n, p in t.discriminator.named_parameters()})
 
     logs = tr.train_step(_batches(parity_dir), after_d_step=after_d)
     snaps["after_G"] = _snapshot(tr)
