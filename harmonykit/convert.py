@@ -141,10 +141,12 @@ def register_single_network_layout(
     to_ours: Callable[[Mapping[str, torch.Tensor]], StateDict],
     infer: Optional[Callable[[Mapping[str, torch.Tensor]], Any]] = None,
     priority: int = 30,
+    ours: Optional[str] = None,
 ) -> CheckpointLayout:
     """Register the official layout of a single network: ``to_ours`` renames it to the model's
     own names; a CharmNet model on that backbone (``from_single_network``) takes it as one
-    domain's branch plus the shared stages, as the official CharmNet code initialises it."""
+    domain's branch plus the shared stages, as the official CharmNet code initialises it.
+    ``ours``: the name of the model's own layout, for :func:`convert_state_dict`."""
 
     def to_model(model: nn.Module, sd: StateDict, domain: Optional[str]) -> Tuple[StateDict, List[str]]:
         ours = to_ours(sd)
@@ -152,7 +154,8 @@ def register_single_network_layout(
             return model.from_single_network(ours, domain)
         return ours, []
 
-    return register_layout(CheckpointLayout(name, detect=detect, to_model=to_model, infer=infer, priority=priority))
+    convert = {ours: lambda sd, **_: to_ours(sd)} if ours else None
+    return register_layout(CheckpointLayout(name, detect=detect, to_model=to_model, convert=convert, infer=infer, priority=priority))
 
 
 def _layouts() -> List[CheckpointLayout]:

@@ -270,6 +270,7 @@ register_single_network_layout(
     to_ours=official_idih_to_unet,
     infer=lambda sd: infer_unet_args(official_idih_to_unet(sd)),
     priority=10,
+    ours="unet",
 )
 register_layout(
     CheckpointLayout(
