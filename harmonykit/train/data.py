@@ -242,8 +242,8 @@ class TrainData:
     def _loader_kwargs(self) -> Dict[str, Any]:
         kw: Dict[str, Any] = dict(num_workers=self.num_workers, pin_memory=self.pin_memory)
         if self.num_workers > 0:
-            kw.update(prefetch_factor=self.prefetch_factor, persistent_workers=self.persistent_workers,
-                      worker_init_fn=_single_threaded_worker)
+            _single_threaded_cv2()  # before the workers fork (see the function)
+            kw.update(prefetch_factor=self.prefetch_factor, persistent_workers=self.persistent_workers)
         return kw
 
     def batches(self, domain: str, epoch: int, start_batch: int = 0) -> Iterator[Dict[str, Any]]:
@@ -280,9 +280,11 @@ class TrainData:
                           pin_memory=self.pin_memory, collate_fn=_collate_fn(self.val))
 
 
-def _single_threaded_worker(worker_id: int) -> None:  # noqa: ARG001
-    """DataLoader workers run one thread each (torch already does): OpenCV's own pool would
-    oversubscribe the cores and cost a thread pool per worker. Results do not depend on it."""
+def _single_threaded_cv2() -> None:
+    """OpenCV runs single-threaded once DataLoader workers are used: its thread pool does not
+    survive ``fork``, and a forked worker that touches it (even ``cv2.setNumThreads`` in the
+    child) can hang when the parent has used the pool, e.g. for PCT-Net's official view. Set
+    in the parent, before the fork; the crops are small, results do not depend on it."""
     import sys
 
     cv2 = sys.modules.get("cv2")
