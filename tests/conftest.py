@@ -6,12 +6,15 @@ only when the folder does not exist.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 # Before anything imports huggingface_hub: offline, private cache, closed endpoint.
 _HF_HOME = tempfile.mkdtemp(prefix="hk-hf-home-")
+atexit.register(shutil.rmtree, _HF_HOME, True)  # the private cache goes with the session
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
