@@ -37,7 +37,7 @@ from harmonykit.models._builder import build_model, register_model
 from harmonykit.models._pretrained import PretrainedCfg, register_pretrained_cfgs
 from harmonykit.models.base import FeatureInfo, StageBackbone, StageOutput
 from harmonykit.models.charmnet import make_charmnet_entrypoints
-from harmonykit.models.layers import init_weights
+from harmonykit.models.layers import BlendingHead, init_weights
 from harmonykit.normalization import denormalize, normalize
 from harmonykit.registry import BACKBONES
 
@@ -49,7 +49,6 @@ __all__ = [
     "SpatialSeparatedAttention",
     "SSAMEncoderStage",
     "SSAMDecoderStage",
-    "SSAMHead",
     "ssam_channels",
     "build_ssam_stages",
     "run_ssam_unet",
@@ -162,24 +161,6 @@ class SSAMDecoderStage(nn.Module):
         return self.convs(x)
 
 
-class SSAMHead(nn.Module):
-    """Output head. ``image_fusion``: ``A * I + (1 - A) * to_rgb(F)``, ``A = sigmoid(3
-    conv_attention(F))``, I the normalised composite; otherwise ``to_rgb(F)``."""
-
-    def __init__(self, in_channels: int, image_fusion: bool = True) -> None:
-        super().__init__()
-        self.image_fusion = image_fusion
-        self.conv_attention = nn.Conv2d(in_channels, 1, kernel_size=1) if image_fusion else None
-        self.to_rgb = nn.Conv2d(in_channels, 3, kernel_size=1)
-
-    def forward(self, features: torch.Tensor, image: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        rgb = self.to_rgb(features)
-        if self.conv_attention is None:
-            return rgb, None
-        attention = torch.sigmoid(3.0 * self.conv_attention(features))
-        return attention * image + (1.0 - attention) * rgb, attention
-
-
 def ssam_channels(depth: int, ch: int, max_channels: int) -> List[int]:
     """Encoder stage widths: ``ch``, then doubled at every stage, capped at ``max_channels``."""
     out = [ch]
@@ -266,7 +247,7 @@ class SSAMBackbone(StageBackbone):
         super().__init__()
         self.encoder, self.decoder, chs = build_ssam_stages(depth, ch, max_channels, batchnorm_from, attend_from, attention_mid_k)
         self.encoder_channels = chs
-        self.head = SSAMHead(chs[0], image_fusion=image_fusion)
+        self.head = BlendingHead(chs[0], image_fusion=image_fusion)  # the same head as iDIH
         self.image_fusion = image_fusion
         self.feature_info = [FeatureInfo(c, 2**i, f"encoder.{i}") for i, c in enumerate(chs)]
         self.size_divisor = 2 ** (depth - 1)
