@@ -27,6 +27,7 @@ __all__ = [
     "CheckpointLayout",
     "register_layout",
     "register_single_network_layout",
+    "rename_by_table",
     "read_state_dict",
     "detect_layout",
     "convert_state_dict",
@@ -156,6 +157,15 @@ def register_single_network_layout(
 
     convert = {ours: lambda sd, **_: to_ours(sd)} if ours else None
     return register_layout(CheckpointLayout(name, detect=detect, to_model=to_model, convert=convert, infer=infer, priority=priority))
+
+
+def rename_by_table(sd: Mapping[str, torch.Tensor], table: Mapping[str, str], what: str) -> StateDict:
+    """Rename every key of ``sd`` through ``table`` (old name -> new name, values untouched), in
+    ``table``'s order; a key ``table`` does not know raises ``KeyError`` naming it and ``what``."""
+    unknown = [k for k in sd if k not in table]
+    if unknown:
+        raise KeyError(f"unexpected key(s) {unknown[:5]} in {what}")
+    return {new: sd[old] for old, new in table.items() if old in sd}
 
 
 def _layouts() -> List[CheckpointLayout]:

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harmonykit.convert import register_single_network_layout
+from harmonykit.convert import register_single_network_layout, rename_by_table
 from harmonykit.models._builder import finalize_model, pop_pretrained_opts, register_model
 from harmonykit.models._pretrained import PretrainedCfg, register_pretrained_cfgs
 from harmonykit.models.base import Harmonizer
@@ -248,20 +248,12 @@ def is_official_hao(sd: Mapping[str, Any]) -> bool:
 
 def official_hao_to_ours(sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Official ``model.Network`` names -> ours (values untouched)."""
-    out: Dict[str, torch.Tensor] = {}
-    for k, v in sd.items():
-        if k not in _FROM_OFFICIAL:
-            raise KeyError(f"unexpected key {k!r} in an official Hao et al. (bmvc2020) state dict")
-        out[_FROM_OFFICIAL[k]] = v
-    return out
+    return rename_by_table(sd, _FROM_OFFICIAL, "an official Hao et al. (bmvc2020) state dict")
 
 
 def ours_to_official_hao(sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Our ``hao_attention`` names -> the official names, in the official key order."""
-    unknown = [k for k in sd if k not in _TO_OFFICIAL]
-    if unknown:
-        raise KeyError(f"unexpected key(s) {unknown[:5]} in a harmonykit hao_attention state dict")
-    return {off: sd[ours] for ours, off in _TO_OFFICIAL.items() if ours in sd}
+    return rename_by_table(sd, _TO_OFFICIAL, "a harmonykit hao_attention state dict")
 
 
 def infer_hao_args(sd: Mapping[str, torch.Tensor]) -> Optional[Tuple[str, Dict[str, Any]]]:

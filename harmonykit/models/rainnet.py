@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harmonykit.convert import register_single_network_layout
+from harmonykit.convert import register_single_network_layout, rename_by_table
 from harmonykit.models._builder import build_model, register_model
 from harmonykit.models._pretrained import PretrainedCfg, register_pretrained_cfgs
 from harmonykit.models.base import FeatureInfo, StageBackbone, StageOutput
@@ -309,21 +309,13 @@ def is_official_rainnet(sd: Mapping[str, Any]) -> bool:
 def official_rainnet_to_ours(sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Official ``junleen/RainNet`` generator names -> ours (values untouched). Without the
     attention gates (``use_attention=False``) the ``model_layer*att`` keys are simply absent."""
-    out: Dict[str, torch.Tensor] = {}
-    for k, v in sd.items():
-        k2 = re.sub(r"^module\.", "", k)
-        if k2 not in _FROM_OFFICIAL:
-            raise KeyError(f"unexpected key {k!r} in an official RainNet generator state dict")
-        out[_FROM_OFFICIAL[k2]] = v
-    return out
+    sd = {re.sub(r"^module\.", "", k): v for k, v in sd.items()}
+    return rename_by_table(sd, _FROM_OFFICIAL, "an official RainNet generator state dict")
 
 
 def ours_to_official_rainnet(sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Our ``rainnet`` names -> the official generator names, in the official key order."""
-    unknown = [k for k in sd if k not in _TO_OFFICIAL]
-    if unknown:
-        raise KeyError(f"unexpected key(s) {unknown[:5]} in a harmonykit rainnet state dict")
-    return {off: sd[ours] for ours, off in _TO_OFFICIAL.items() if ours in sd}
+    return rename_by_table(sd, _TO_OFFICIAL, "a harmonykit rainnet state dict")
 
 
 def infer_rainnet_args(sd: Mapping[str, torch.Tensor]) -> Optional[Tuple[str, Dict[str, Any]]]:
