@@ -37,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="list files *_<split>.txt select composites (default test; 'all' = every file)")
     parser.add_argument("--subset", action="append", default=None, help="only these subsets (repeatable)")
     parser.add_argument("--domain", default=None, help="domain of multi-domain models (default real)")
+    parser.add_argument("--model-mode", choices=("eval", "train", "official"), default="eval",
+                        help="eval (default: running statistics, no dropout); train (batch statistics and live "
+                             "dropout under no_grad, as DoveNet's official test.py); official (each model's "
+                             "official test mode: train for dovenet, eval for the others)")
+    parser.add_argument("--seed", type=int, default=0, help="dropout seed of --model-mode train")
     parser.add_argument("--no-composite", action="store_true", help="do not add the composite baseline row")
     parser.add_argument("--no-ssim", action="store_true", help="skip SSIM / fSSIM (faster)")
     parser.add_argument("--csv", default=None, metavar="OUT", help="write per-image metrics to this CSV")
@@ -96,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{len(ckpts)} --checkpoint value(s) left over: give one per registry-name MODEL")
 
     res = evaluate(models, trips, proto, size=size, policy=args.policy, flip=args.flip, groups=groups,
-                   ssim=not args.no_ssim, domain=args.domain)
+                   ssim=not args.no_ssim, domain=args.domain, model_mode=args.model_mode, seed=args.seed)
     res.settings["data"] = str(data)
     print(res.format_table())
     if args.csv:

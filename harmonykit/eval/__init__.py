@@ -17,7 +17,7 @@ from harmonykit.eval.metrics import (
     ssim_map,
 )
 from harmonykit.eval.triplets import Triplet, find_pairs, find_triplets, read_list_file
-from harmonykit.eval.evaluate import COMPOSITE, FG_BUCKETS, EvalResult, evaluate, fg_bucket
+from harmonykit.eval.evaluate import COMPOSITE, FG_BUCKETS, MODEL_MODES, EvalResult, TrainModeNetwork, evaluate, fg_bucket, resolve_model_mode
 
 __all__ = [
     "METRIC_NAMES",
@@ -35,6 +35,9 @@ __all__ = [
     "find_pairs",
     "read_list_file",
     "evaluate",
+    "MODEL_MODES",
+    "TrainModeNetwork",
+    "resolve_model_mode",
     "EvalResult",
     "COMPOSITE",
     "FG_BUCKETS",

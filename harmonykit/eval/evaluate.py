@@ -11,6 +11,8 @@ with the chosen ``policy``.
 """
 from __future__ import annotations
 
+import copy
+
 import csv
 import json
 import logging
@@ -101,7 +103,9 @@ class EvalResult:
             out.append("  ".join(c.ljust(widths[i]) if i < 2 else c.rjust(widths[i]) for i, c in enumerate(l)))
             if k == 0:
                 out.append("  ".join("-" * w for w in widths))
-        return f"protocol: {self.protocol.name}\n" + "\n".join(out)
+        train = sorted(k for k, v in (self.settings.get("model_mode") or {}).items() if v == "train")
+        note = f"\nrun in train mode (batch statistics, live dropout): {', '.join(train)}" if train else ""
+        return f"protocol: {self.protocol.name}{note}\n" + "\n".join(out)
 
     def to_csv(self, path: Union[str, Path]) -> Path:
         """Write the per-image records (one row per model and image)."""
@@ -181,6 +185,59 @@ def _resolve_models(models: Any) -> Dict[str, Any]:
     return out
 
 
+MODEL_MODES = ("eval", "train", "official")
+"""How :func:`evaluate` runs the networks: ``eval`` (deterministic: running statistics, no
+dropout), ``train`` (batch statistics of each test batch and live dropout, under ``no_grad``:
+what DoveNet's official ``test.py`` does, since it runs without ``--eval``), ``official`` (each
+model's ``pretrained_cfg["official_test_mode"]``, ``eval`` where it says nothing)."""
+
+
+class TrainModeNetwork:
+    """A copy of ``network`` run in train mode under ``no_grad``: batch statistics of every call
+    (one test image in :func:`evaluate`) and live dropout, as DoveNet's official ``test.py``.
+
+    The caller's network is never changed (the copy's running statistics absorb the updates).
+    Dropout draws from a private generator state seeded with ``seed + call index``, so a run is
+    reproducible and the global RNG is left as it was. Other attributes (``domains``,
+    ``check_input_size``, ...) are those of the network.
+    """
+
+    def __init__(self, network: torch.nn.Module, seed: int = 0) -> None:
+        if not isinstance(network, torch.nn.Module):
+            raise TypeError(f"train-mode evaluation needs an nn.Module, got {type(network).__name__}")
+        self.network = copy.deepcopy(network).train()
+        self.seed, self.calls = int(seed), 0
+
+    def __call__(self, composite: torch.Tensor, mask: torch.Tensor, **kwargs: Any) -> Any:
+        dev = next(iter(self.network.parameters()), torch.empty(0)).device
+        devices = [dev.index or 0] if dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(self.seed + self.calls)
+            self.calls += 1
+            out = self.network(composite.to(dev), mask.to(dev), **kwargs)
+        return out
+
+    def __getattr__(self, name: str) -> Any:  # only called for attributes not set in __init__
+        if name == "network":
+            raise AttributeError(name)
+        return getattr(self.network, name)
+
+    def __repr__(self) -> str:
+        return f"TrainModeNetwork({type(self.network).__name__}, seed={self.seed})"
+
+
+def resolve_model_mode(model: Any, mode: str) -> str:
+    """``eval`` or ``train``: ``mode``, or for ``official`` the model's
+    ``pretrained_cfg["official_test_mode"]`` (``eval`` when absent)."""
+    if mode not in MODEL_MODES:
+        raise ValueError(f"model_mode {mode!r}: expected one of {', '.join(MODEL_MODES)}")
+    if mode != "official":
+        return mode
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    official = cfg.get("official_test_mode") if isinstance(cfg, Mapping) else getattr(cfg, "official_test_mode", None)
+    return official if official in ("eval", "train") else "eval"
+
+
 def evaluate(
     models: Any,
     data: Union[str, Path, Sequence[Triplet]],
@@ -194,6 +251,8 @@ def evaluate(
     ssim: bool = True,
     domain: Optional[str] = None,
     progress: Optional[bool] = None,
+    model_mode: str = "eval",
+    seed: int = 0,
 ) -> EvalResult:
     """Evaluate models on (composite, mask, real) triplets.
 
@@ -210,6 +269,9 @@ def evaluate(
         ssim: also compute SSIM / fSSIM.
         domain: domain passed to multi-domain models (default ``"real"``).
         progress: show a tqdm bar (default: unless ``HARMONYKIT_DISABLE_PROGRESS=1``).
+        model_mode: ``eval`` (default), ``train`` or ``official`` (see :data:`MODEL_MODES`;
+            ``official`` runs DoveNet in train mode like its official ``test.py``).
+        seed: dropout seed of train-mode evaluation (:class:`TrainModeNetwork`).
 
     Returns:
         :class:`EvalResult`.
@@ -221,6 +283,8 @@ def evaluate(
     if not trips:
         raise ValueError(f"no triplets to evaluate in {data}")
     nets = _resolve_models(models)
+    modes = {name: ("eval" if isinstance(net, str) else resolve_model_mode(net, model_mode)) for name, net in nets.items()}
+    nets = {name: (TrainModeNetwork(net, seed) if modes[name] == "train" else net) for name, net in nets.items()}
     group_names: Dict[str, set] = {}
     for g, src in (groups or {}).items():
         names = read_list_file(src) if isinstance(src, (str, Path)) else [Path(n).name for n in src]
@@ -284,6 +348,7 @@ def evaluate(
         "flip": flip,
         "data": str(data) if isinstance(data, (str, Path)) else f"{len(trips)} triplets",
         "n_images": len(trips),
+        "model_mode": {name: mode for name, mode in modes.items() if not isinstance(nets[name], str)},
         "groups": sorted(group_names),
         "inputs": proto.preparation().describe() if size is not None else "original resolution, harmonize()",
     }
