@@ -66,3 +66,15 @@ def test_evaluate_train_mode_differs_and_is_reproducible(dovenet, trips):
     assert max(abs(a - b) for a, b in zip(f(tr1), f(ev))) > 1e-3
     assert "train mode" in tr1.format_table() and "train mode" not in ev.format_table()
     assert not dovenet.training
+
+
+def test_cli_model_mode(real_data_dir, capsys):
+    from harmonykit.cli import main
+
+    args = ["eval", "dovenet", str(real_data_dir / "iharmony4_mini"), "--model-arg", "ngf=2", "--random-weights",
+            "--subset", "HCOCO", "--no-ssim", "--protocol", "idih"]
+    assert main(args + ["--model-mode", "official"]) == 0
+    assert "run in train mode (batch statistics, live dropout): dovenet" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(args + ["--model-mode", "inference"])
+    assert "invalid choice: 'inference'" in capsys.readouterr().err
