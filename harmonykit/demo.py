@@ -486,6 +486,19 @@ def _default_model_section(eval_dir: Path, out: Path, seed: int, rows: int, tile
     }
 
 
+def _default_verdict(diff: Mapping[str, Any]) -> str:
+    """Plain words for the default model's paired fMSE difference against the input composite."""
+    lo, hi = diff["ci95"]
+    if hi < 0:
+        return "the default model lowered fMSE (95% interval below zero)"
+    if lo > 0:
+        return ("the default model made these triplets WORSE than the input (95% interval above zero). Their "
+                "foregrounds were recoloured by synthetic edits of the photo itself (hue, white balance, another "
+                "object's colours), which a statistics transfer towards the background cannot undo; on real "
+                "iHarmony4 composites it lowers fMSE (docs/models.md, benchmarks/bench_quality.py)")
+    return "no clear difference from the input composite (the 95% interval includes zero)"
+
+
 # --------------------------------------------------------------------------------------------
 # the report
 # --------------------------------------------------------------------------------------------
@@ -693,6 +706,7 @@ def run_demo(
         f"{default_section['composite_fmse']:.1f} (input composite) -> {default_section['model_fmse']:.1f}; "
         f"difference {dm['mean']:+.1f} [95% CI {dm['ci95'][0]:+.1f}, {dm['ci95'][1]:+.1f}], better on "
         f"{dm['better_on']}/{default_section['triplets']}",
+        f"verdict: {_default_verdict(dm)}",
         f"picture:  {default_section['picture']} (composite | default model | ground truth; final results as "
         f"harmonize() returns them, background untouched)",
         "",

@@ -105,3 +105,11 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys):
 
     assert _prepare_data(out, 4, 4, 2, 1, False)["reused"] is False
 
+
+
+def test_default_verdict_follows_the_interval():
+    from harmonykit.demo import _default_verdict
+
+    assert "lowered fMSE" in _default_verdict({"ci95": [-30.0, -1.0]})
+    assert "WORSE" in _default_verdict({"ci95": [5.0, 900.0]})
+    assert "no clear difference" in _default_verdict({"ci95": [-5.0, 9.0]})
