@@ -702,7 +702,7 @@ def run_demo(
     dm = default_section["model_minus_composite"]
     summary = "\n".join([
         f"harmonize(composite, mask) with the default model ({default_section['model']}) on the "
-        f"{default_section['triplets']} held-back real triplets, full resolution: fMSE "
+        f"{default_section['triplets']} held-back triplets (real photos, synthetic foreground edits), full resolution: fMSE "
         f"{default_section['composite_fmse']:.1f} (input composite) -> {default_section['model_fmse']:.1f}; "
         f"difference {dm['mean']:+.1f} [95% CI {dm['ci95'][0]:+.1f}, {dm['ci95'][1]:+.1f}], better on "
         f"{dm['better_on']}/{default_section['triplets']}",
