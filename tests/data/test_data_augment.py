@@ -47,7 +47,9 @@ def test_warped_pattern_is_aligned(antialias):
         c, r, m = out["composite"][0], out["real"][0], out["mask"][0]
         assert c.shape == (3, 256, 256) and m.shape == (1, 256, 256) and out["name"] == ["p"]
         assert torch.equal(c, r)
-        assert torch.equal(m[0], c[0])  # the mask took exactly the image path
+        # the mask took the image path (same box, same kernel); a 1-channel and a 3-channel
+        # interpolate may vectorise differently with one thread: float rounding only
+        torch.testing.assert_close(m[0], c[0], rtol=0, atol=1e-6)
         top, left, h, w, flip = aug.last_params[0]
         flips.add(flip)
         j = torch.arange(256, dtype=torch.float32)
