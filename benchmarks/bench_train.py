@@ -90,6 +90,16 @@ def _child(args: argparse.Namespace) -> None:
     sync()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    if args.lockstep:
+
+        def step():
+            tr.train_step(batches)
+            sync()
+            return 0.0, 0.0
+
+        peak = (lambda: torch.cuda.max_memory_allocated() / 2**20) if cuda else None
+        _serve(step, sys.stdout, peak)
+        return
     times = []
     for _ in range(args.iters):
         t0 = time.perf_counter()
@@ -356,8 +366,7 @@ def _official_setup(args: argparse.Namespace):
 
 
 def _loop_child(args: argparse.Namespace) -> None:
-    """One route, driven by the parent: a line ``go`` runs one iteration (then waits for the
-    workers to refill their queue) and answers ``@@{json}``; ``stop`` answers the peaks."""
+    """One ``--loop`` route, driven by the parent through :func:`_serve`."""
     import torch
 
     if args.threads:
@@ -365,6 +374,13 @@ def _loop_child(args: argparse.Namespace) -> None:
     out = sys.stdout
     sys.stdout = sys.stderr  # official code prints; the protocol lines go to the real stdout
     step = _official_setup(args) if args.config == "official" else _ours_setup(args)
+    _serve(step, out)
+
+
+def _serve(step, out, peak_fn=None) -> None:
+    """Lockstep child: a line ``go`` on stdin runs ``step()`` once (then waits for the DataLoader
+    workers, if any, to refill their queue) and answers ``@@{json}`` on ``out``; ``stop`` (or
+    EOF) answers the peak memory and returns."""
     out.write("@@ready\n")
     out.flush()
     peak = 0.0
@@ -375,9 +391,9 @@ def _loop_child(args: argparse.Namespace) -> None:
         c0, t0 = _cpu_s(pids), time.perf_counter()
         wait, conv = step()
         t_step = time.perf_counter()
-        t_end = _drain(t_step)
+        t_end = _drain(t_step) if len(pids) > 1 else t_step
         cpu = _cpu_s(pids) - c0
-        peak = max(peak, _peak_mem_mib())
+        peak = max(peak, peak_fn() if peak_fn else _peak_mem_mib())
         out.write("@@" + json.dumps({"s": t_end - t0, "step_s": t_step - t0, "wait_s": wait, "conv_s": conv,
                                      "cpu_s": cpu}) + "\n")
         out.flush()
@@ -394,11 +410,55 @@ def _read_msg(p, name: str, log: str) -> dict:
     raise SystemExit(f"{name}: the child ended without an answer (exit {p.wait()}):\n{tail}")
 
 
-def _loop_main(args: argparse.Namespace) -> int:
-    """Lockstep: all routes' processes are alive, and they take turns one iteration at a time
-    (the order rotating), so a slow phase of the shared machine hits every route alike."""
+def _lockstep(cmds: dict, n: int, warmup: int, env: dict) -> tuple:
+    """Start every route's child (``cmds``: name -> argv), then let them take turns, one
+    iteration each, the order rotating each round, so a slow phase of the shared machine hits
+    every route alike. Returns ({route: [per-iteration dicts]}, {route: peaks}, load averages)."""
     import tempfile
 
+    routes = list(cmds)
+    logdir = tempfile.mkdtemp(prefix="hk_bench_lockstep")
+    procs, logs = {}, {}
+    try:
+        for r, cmd in cmds.items():
+            logs[r] = os.path.join(logdir, r + ".log")
+            procs[r] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(logs[r], "w"),
+                                        text=True, env=env, bufsize=1)
+            _read_msg(procs[r], r, logs[r])  # ready (set up one at a time)
+            print(f"{r}: ready (load {os.getloadavg()[0]:.2f})", file=sys.stderr)
+        rows = {r: [] for r in routes}
+        loads = [os.getloadavg()[0]]
+        for i in range(warmup + n):
+            order = routes[i % len(routes):] + routes[:i % len(routes)]
+            for r in order:
+                procs[r].stdin.write("go\n")
+                procs[r].stdin.flush()
+                res = _read_msg(procs[r], r, logs[r])
+                if i >= warmup:
+                    rows[r].append(res)
+            if i >= warmup:
+                loads.append(os.getloadavg()[0])
+                print(f"round {i - warmup + 1}: " + ", ".join(f"{r} {rows[r][-1]['s']:.2f} s" for r in routes)
+                      + f" (load {loads[-1]:.2f})", file=sys.stderr)
+        peaks = {}
+        for r in routes:
+            procs[r].stdin.write("stop\n")
+            procs[r].stdin.flush()
+            peaks[r] = _read_msg(procs[r], r, logs[r])
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                if not p.stdin.closed:
+                    p.stdin.close()
+                try:
+                    p.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    return rows, peaks, loads
+
+
+def _loop_main(args: argparse.Namespace) -> int:
+    """``--loop``: the routes' whole training iterations in lockstep (:func:`_lockstep`)."""
     env = dict(os.environ, HARMONYKIT_DISABLE_PROGRESS="1")
     routes = args.configs.split(",")
     for r in routes:
@@ -408,45 +468,13 @@ def _loop_main(args: argparse.Namespace) -> int:
             raise SystemExit("--configs official needs --official-repo DIR")
     common = ["--device", args.devices or "cpu", "--data", args.data, "--batch", str(args.batch), "--iters",
               str(args.iters), "--warmup", str(args.warmup), "--threads", str(args.threads), "--workers", str(args.workers)]
-    logdir = tempfile.mkdtemp(prefix="hk_bench_loop")
-    procs, logs = {}, {}
-    try:
-        for r in routes:
-            py = (args.official_python or sys.executable) if r == "official" else sys.executable
-            cmd = [py, __file__, "--_child", "--loop", "--config", r] + common
-            if r == "official":
-                cmd += ["--official-repo", args.official_repo]
-            logs[r] = os.path.join(logdir, r + ".log")
-            procs[r] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(logs[r], "w"),
-                                        text=True, env=env, bufsize=1)
-            _read_msg(procs[r], r, logs[r])  # ready (set up one at a time)
-        rows = {r: [] for r in routes}
-        loads = [os.getloadavg()[0]]
-        for i in range(args.warmup + args.iters):
-            order = routes[i % len(routes):] + routes[:i % len(routes)]
-            for r in order:
-                procs[r].stdin.write("go\n")
-                procs[r].stdin.flush()
-                res = _read_msg(procs[r], r, logs[r])
-                if i >= args.warmup:
-                    rows[r].append(res)
-            if i >= args.warmup:
-                print(f"iteration {i - args.warmup + 1}: " + ", ".join(f"{r} {rows[r][-1]['s']:.2f} s" for r in routes)
-                      + f" (load {os.getloadavg()[0]:.2f})", file=sys.stderr)
-                loads.append(os.getloadavg()[0])
-        peaks = {}
-        for r in routes:
-            procs[r].stdin.write("stop\n")
-            procs[r].stdin.flush()
-            peaks[r] = _read_msg(procs[r], r, logs[r])
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.stdin.close() if not p.stdin.closed else None
-                try:
-                    p.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+    cmds = {}
+    for r in routes:
+        py = (args.official_python or sys.executable) if r == "official" else sys.executable
+        cmds[r] = [py, __file__, "--_child", "--loop", "--config", r] + common
+        if r == "official":
+            cmds[r] += ["--official-repo", args.official_repo]
+    rows, peaks, loads = _lockstep(cmds, args.iters, args.warmup, env)
     ref = "official" if "official" in routes else routes[0]
     med = {r: statistics.median(x["s"] for x in rows[r]) for r in routes}
     cpu = {r: statistics.median(x["cpu_s"] for x in rows[r]) for r in routes}
@@ -478,6 +506,48 @@ def _loop_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lockstep_main(args: argparse.Namespace, devices: list) -> int:
+    """``--lockstep``: per device and model, the configurations' iterations in turn
+    (:func:`_lockstep`); paired ratios of each ``compile_*`` against the same path uncompiled."""
+    env = dict(os.environ, HARMONYKIT_DISABLE_PROGRESS="1")
+    base_of = {"compile_cl": "channels_last", "compile_bf16_cl": "bf16_cl"}
+    out = []
+    for dev in devices:
+        for model in args.models.split(","):
+            cfgs = args.configs.split(",")
+            cmds = {c: [sys.executable, __file__, "--_child", "--lockstep", "--model", model, "--config", c, "--device", dev,
+                        "--batch", str(args.batch), "--size", str(args.size), "--warmup", str(args.warmup),
+                        "--threads", str(args.threads)] for c in cfgs}
+            rows, peaks, loads = _lockstep(cmds, args.iters, 0, env)
+            n_img = args.batch * (2 if model == "charmnet_idih" else 1)
+            print(f"{dev} {model}: one training iteration at {args.size}², batch {args.batch} per domain, {n_img} images; "
+                  f"configurations in lockstep (one iteration each in turn, order rotating), {args.iters} rounds after "
+                  f"{args.warmup} warm-up iterations (compilation) in each process; load average (1 min) during the "
+                  f"rounds: min {min(loads):.2f} / median {statistics.median(loads):.2f} / max {max(loads):.2f}")
+            hdr = f"{'config':16} {'median s/iter':>13} {'min s':>6} {'img/s':>7} {'CPU s/iter':>10} {'peak MiB':>9}"
+            print(hdr)
+            print("-" * len(hdr))
+            res = {}
+            for c in cfgs:
+                med = statistics.median(x["s"] for x in rows[c])
+                res[c] = dict(device=dev, model=model, config=c, s_per_iter=med, img_per_s=n_img / med,
+                              min_s=min(x["s"] for x in rows[c]), cpu_s=statistics.median(x["cpu_s"] for x in rows[c]),
+                              peak_mib=peaks[c]["pss_mib"], times=[x["s"] for x in rows[c]], load=loads)
+                print(f"{c:16} {med:13.3f} {res[c]['min_s']:6.2f} {n_img / med:7.2f} {res[c]['cpu_s']:10.2f} {res[c]['peak_mib']:9.0f}")
+            for c, b in base_of.items():
+                if c in rows and b in rows:
+                    pr = [x["s"] / y["s"] for x, y in zip(rows[b], rows[c])]
+                    print(f"{c} vs {b}: {res[b]['s_per_iter'] / res[c]['s_per_iter']:.2f}x faster (ratio of medians); "
+                          f"paired per-round ratios median {statistics.median(pr):.2f}x, range {min(pr):.2f}-{max(pr):.2f}")
+                    res[c]["speedup_vs_" + b] = res[b]["s_per_iter"] / res[c]["s_per_iter"]
+                    res[c]["paired_speedup_vs_" + b] = statistics.median(pr)
+            out += list(res.values())
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--devices", default=None, help="comma list (default: cpu, plus cuda when available)")
@@ -491,6 +561,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1,
                     help="run the whole sweep R times, interleaved, and keep each configuration's fastest "
                          "median (robust to a noisy, shared machine)")
+    ap.add_argument("--lockstep", action="store_true",
+                    help="all configurations' processes alive at once, taking turns one iteration each (order "
+                         "rotating): robust ratios on a shared machine; --iters rounds after --warmup iterations each")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     ap.add_argument("--loop", action="store_true",
                     help="time the whole training iteration with real data (crop in the main process vs in the workers)")
@@ -519,6 +592,8 @@ def main() -> int:
     import torch
 
     devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if args.lockstep:
+        return _lockstep_main(args, devices)
     rows = []
     env = dict(os.environ, HARMONYKIT_DISABLE_PROGRESS="1")
     sweep = [(d, m, c) for _ in range(args.repeat) for d in devices for m in args.models.split(",") for c in args.configs.split(",")]

@@ -226,7 +226,7 @@ class TrainData:
                 check_domain_tag(sets[dom], dom, spec["name"])
             val = DATASETS.create(d["val"]["name"], **component_kwargs(d["val"])) if d["val"] else None
             workers = d["num_workers"]
-            if d.get("crop_in_workers"):
+            if d.get("crop_in_workers") and d.get("augmentation") is not None:
                 crop, _ = worker_augmentation(recipe)
         pin = d.get("pin_memory")
         if pin is None:  # on when training on CUDA
