@@ -6,31 +6,45 @@ step) of ``idih256`` (single-domain, batch B) and ``charmnet_idih`` (B rendered 
 bf16 autocast, torch.compile). Each configuration runs in its own subprocess so the CPU peak RSS
 is its own; ratios are against eager fp32 of the same model and device in the same run.
 
+``--lockstep`` (with the configurations above) keeps every configuration's process alive and
+lets them take turns, one iteration each, the order rotating each round (warm-up, i.e.
+compilation, happens before the rounds): a slow phase of the shared machine then hits every
+configuration alike. It prints each configuration's median and the paired per-round ratio of
+``compile_cl`` / ``compile_bf16_cl`` against ``channels_last`` / ``bf16_cl``.
+
 ``--loop`` times the whole iteration of ``harmonykit train`` on the paper's recipe
 (``charmnet_idih``: cv2 crop, 8 rendered + 8 real at 256², DataLoader workers) on small real
 data (an iHarmony4 root, e.g. a ``harmonykit prepare`` copy of ``iharmony4_mini``; both domains
-read it, the rendered one with a uniform style label), with the crop in the main process
-(``data.crop_in_workers=false``) and in the workers (``true``): the fraction of an iteration
-spent waiting for the next batch and converting / cropping it in the main process, and the
-peak memory of the main process + workers (sum of PSS, so pages shared after fork count once).
+read it, the rendered one with a uniform style label), always in lockstep. Routes
+(``--configs``): ``main_crop`` / ``worker_crop`` (fp32, ``data.crop_in_workers`` false / true;
+the default pair), ``ours_fp32`` / ``ours_bf16`` (crop in the workers), ``official``. An
+iteration is: take the next batch of each domain, the step, then the time until the DataLoader
+workers have refilled their queue (their CPU use stops): on 2 cores the workers' decoding and
+cropping competes with the step, so it is charged to the route that caused it. Reported: median
+and min s/iteration, the ratio against the first route (``official`` when present) as ratio of
+medians and as median of the per-round ratios, CPU seconds per iteration (main + workers), the
+fractions of the time spent waiting for the next batch and on data in the main process (wait +
+conversion / crop), and peak memory: max over iterations of the PSS of main + workers (pages
+shared after fork count once) plus the main process's ``VmHWM - VmRSS`` (activations freed at
+the end of a step).
 
-``--loop --official-repo DIR`` times the official CharmNet training iteration (bcmi
-``Rendered-Image-Harmonization-Dataset-RdHarmony``, ``CharmNet/``; imported from ``DIR`` in its
-own subprocess, run by ``--official-python``, e.g. a venv with its pinned albumentations 0.5.2)
-interleaved with ours on the same images, the same batch (B rendered + B real at 256²), the same
-torch threads and DataLoader workers: the official ``train.py`` body (``zip`` of the two
-DataLoaders, ``model.set_input``, ``model.optimize_parameters``) against ``harmonykit train``'s
-iteration of ``charmnet_idih`` in fp32 and bf16 with the crop in the workers. Each sweep runs
-every route once (a fresh process each); the table gives the median over all timed iterations,
-the ratio official / ours, the per-sweep ratios, and peak PSS of main + workers. The official
-side needs the iHarmony4 root laid out as its loaders expect: a temporary folder of symlinks
-(real list ``IHD_nonhuman_train.txt``; the rendered domain as RdHarmony-style names
-``<id>-1_1.jpg`` / ``<id>-1.jpg`` / ``<id>.png`` with a uniform soft label, as ours gets).
+``--loop --official-repo DIR`` adds the ``official`` route (default routes
+``official,ours_fp32,ours_bf16``): the official CharmNet training iteration (bcmi
+``Rendered-Image-Harmonization-Dataset-RdHarmony``, ``CharmNet/``), imported from ``DIR`` in its
+own subprocess run by ``--official-python`` (e.g. a venv with its pinned albumentations 0.5.2):
+the body of its ``train.py`` loop (``zip`` of the two DataLoaders, ``model.set_input``,
+``model.optimize_parameters``) with the README's options, ``--gpu_ids -1``, ``--num_threads``
+= ``--workers``, on the same images, batch and torch threads as ours. Its loaders need the
+iHarmony4 root laid out their way: a temporary folder of symlinks (real list
+``IHD_nonhuman_train.txt``; the rendered domain under RdHarmony-style names ``<id>-1_1.jpg`` /
+``<id>-1.jpg`` / ``<id>.png`` with a uniform soft label, as ours gets). Nothing official is
+copied into this repository.
 
 Usage:
     python benchmarks/bench_train.py                       # CPU (+ CUDA if present), default set
     python benchmarks/bench_train.py --loop --data DIR --official-repo /path/to/RdHarmony --official-python venv/bin/python
     python benchmarks/bench_train.py --loop --data /path/to/iharmony4_mini_prepared --iters 8
+    python benchmarks/bench_train.py --lockstep --models charmnet_idih --configs bf16_cl,compile_bf16_cl --iters 8 --warmup 3
     python benchmarks/bench_train.py --devices cuda --configs eager,bf16_cl,compile_bf16_cl
     python benchmarks/bench_train.py --iters 10 --warmup 3 --batch 8
 """
@@ -486,7 +500,7 @@ def _loop_main(args: argparse.Namespace) -> int:
           f"peak mem = max over iterations of PSS(main + workers) + main VmHWM - VmRSS; "
           f"load average (1 min) during the run: min {min(loads):.2f} / median {statistics.median(loads):.2f} / max {max(loads):.2f}")
     hdr = (f"{'route':12} {'median s/iter':>13} {'min s':>6} {f'{ref}/route':>15} {'paired ratio':>13} "
-           f"{'CPU s/iter':>10} {'wait data':>10} {'main data':>10} {'peak PSS MiB':>13}")
+           f"{'CPU s/iter':>10} {'wait data':>10} {'main data':>10} {'peak mem MiB':>13}")
     print(hdr)
     print("-" * len(hdr))
     summary = {}
