@@ -574,7 +574,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: default)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run the whole sweep R times, interleaved, and keep each configuration's fastest "
-                         "median (robust to a noisy, shared machine)")
+                         "median (not used by --loop / --lockstep, which interleave per iteration)")
     ap.add_argument("--lockstep", action="store_true",
                     help="all configurations' processes alive at once, taking turns one iteration each (order "
                          "rotating): robust ratios on a shared machine; --iters rounds after --warmup iterations each")
