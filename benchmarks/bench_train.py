@@ -6,17 +6,45 @@ step) of ``idih256`` (single-domain, batch B) and ``charmnet_idih`` (B rendered 
 bf16 autocast, torch.compile). Each configuration runs in its own subprocess so the CPU peak RSS
 is its own; ratios are against eager fp32 of the same model and device in the same run.
 
+``--lockstep`` (with the configurations above) keeps every configuration's process alive and
+lets them take turns, one iteration each, the order rotating each round (warm-up, i.e.
+compilation, happens before the rounds): a slow phase of the shared machine then hits every
+configuration alike. It prints each configuration's median and the paired per-round ratio of
+``compile_cl`` / ``compile_bf16_cl`` against ``channels_last`` / ``bf16_cl``.
+
 ``--loop`` times the whole iteration of ``harmonykit train`` on the paper's recipe
 (``charmnet_idih``: cv2 crop, 8 rendered + 8 real at 256², DataLoader workers) on small real
 data (an iHarmony4 root, e.g. a ``harmonykit prepare`` copy of ``iharmony4_mini``; both domains
-read it, the rendered one with a uniform style label), with the crop in the main process
-(``data.crop_in_workers=false``) and in the workers (``true``): the fraction of an iteration
-spent waiting for the next batch and converting / cropping it in the main process, and the
-peak memory of the main process + workers (sum of PSS, so pages shared after fork count once).
+read it, the rendered one with a uniform style label), always in lockstep. Routes
+(``--configs``): ``main_crop`` / ``worker_crop`` (fp32, ``data.crop_in_workers`` false / true;
+the default pair), ``ours_fp32`` / ``ours_bf16`` (crop in the workers), ``official``. An
+iteration is: take the next batch of each domain, the step, then the time until the DataLoader
+workers have refilled their queue (their CPU use stops): on 2 cores the workers' decoding and
+cropping competes with the step, so it is charged to the route that caused it. Reported: median
+and min s/iteration, the ratio against the first route (``official`` when present) as ratio of
+medians and as median of the per-round ratios, CPU seconds per iteration (main + workers), the
+fractions of the time spent waiting for the next batch and on data in the main process (wait +
+conversion / crop), and peak memory: max over iterations of the PSS of main + workers (pages
+shared after fork count once) plus the main process's ``VmHWM - VmRSS`` (activations freed at
+the end of a step).
+
+``--loop --official-repo DIR`` adds the ``official`` route (default routes
+``official,ours_fp32,ours_bf16``): the official CharmNet training iteration (bcmi
+``Rendered-Image-Harmonization-Dataset-RdHarmony``, ``CharmNet/``), imported from ``DIR`` in its
+own subprocess run by ``--official-python`` (e.g. a venv with its pinned albumentations 0.5.2):
+the body of its ``train.py`` loop (``zip`` of the two DataLoaders, ``model.set_input``,
+``model.optimize_parameters``) with the README's options, ``--gpu_ids -1``, ``--num_threads``
+= ``--workers``, on the same images, batch and torch threads as ours. Its loaders need the
+iHarmony4 root laid out their way: a temporary folder of symlinks (real list
+``IHD_nonhuman_train.txt``; the rendered domain under RdHarmony-style names ``<id>-1_1.jpg`` /
+``<id>-1.jpg`` / ``<id>.png`` with a uniform soft label, as ours gets). Nothing official is
+copied into this repository.
 
 Usage:
     python benchmarks/bench_train.py                       # CPU (+ CUDA if present), default set
+    python benchmarks/bench_train.py --loop --data DIR --official-repo /path/to/RdHarmony --official-python venv/bin/python
     python benchmarks/bench_train.py --loop --data /path/to/iharmony4_mini_prepared --iters 8
+    python benchmarks/bench_train.py --lockstep --models charmnet_idih --configs bf16_cl,compile_bf16_cl --iters 8 --warmup 3
     python benchmarks/bench_train.py --devices cuda --configs eager,bf16_cl,compile_bf16_cl
     python benchmarks/bench_train.py --iters 10 --warmup 3 --batch 8
 """
@@ -76,6 +104,16 @@ def _child(args: argparse.Namespace) -> None:
     sync()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    if args.lockstep:
+
+        def step():
+            tr.train_step(batches)
+            sync()
+            return 0.0, 0.0
+
+        peak = (lambda: torch.cuda.max_memory_allocated() / 2**20) if cuda else None
+        _serve(step, sys.stdout, peak)
+        return
     times = []
     for _ in range(args.iters):
         t0 = time.perf_counter()
@@ -88,7 +126,16 @@ def _child(args: argparse.Namespace) -> None:
                       "min_s": min(times), "max_s": max(times)}))
 
 
-LOOP_CONFIGS = {"main_crop": False, "worker_crop": True}
+# Routes of --loop: name -> (precision, crop in workers); "official" runs the official code.
+LOOP_ROUTES = {
+    "main_crop": ("fp32", False),
+    "worker_crop": ("fp32", True),
+    "ours_fp32": ("fp32", True),
+    "ours_bf16": ("bf16", True),
+    "official": (None, None),
+}
+LOOP_DEFAULT = "main_crop,worker_crop"
+OFFICIAL_DEFAULT = "official,ours_fp32,ours_bf16"
 
 
 class _Repeat:
@@ -112,6 +159,21 @@ class _Repeat:
         return s
 
 
+def _tree_pids() -> list:
+    """This process and all its descendants (the DataLoader workers)."""
+    pids, todo = [], [os.getpid()]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return pids
+
+
 def _pss_mib(pid: int) -> float:
     """Proportional set size of ``pid`` in MiB (shared pages split between their users)."""
     try:
@@ -125,21 +187,58 @@ def _pss_mib(pid: int) -> float:
 
 
 def _tree_pss_mib() -> float:
-    """PSS of this process and all its descendants (the DataLoader workers)."""
-    pids, todo = [], [os.getpid()]
-    while todo:
-        p = todo.pop()
-        pids.append(p)
+    """PSS of this process and all its descendants (main + DataLoader workers), MiB."""
+    return sum(_pss_mib(p) for p in _tree_pids())
+
+
+def _status_mib(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _peak_mem_mib() -> float:
+    """Memory of main + workers now (sum of PSS: pages shared after fork count once) plus what the
+    main process held at its high-water mark beyond its RSS now (``VmHWM - VmRSS``: activations
+    freed at the end of the step, which a sample taken between steps misses)."""
+    return _tree_pss_mib() + max(0.0, _status_mib("VmHWM") - _status_mib("VmRSS"))
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_s(pids) -> float:
+    """User + system CPU seconds of ``pids`` (from /proc, clock-tick resolution)."""
+    total = 0
+    for p in pids:
         try:
-            for t in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{t}/children") as f:
-                    todo += [int(c) for c in f.read().split()]
-        except OSError:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
             pass
-    return sum(_pss_mib(p) for p in pids)
+    return total / _TICK
 
 
-def _loop_child(args: argparse.Namespace) -> None:
+def _drain(t_step: float, poll: float = 0.02, idle_polls: int = 3, limit: float = 10.0) -> float:
+    """Wait until the DataLoader workers stop using CPU (they refill the prefetch queue after a
+    batch was taken); returns the time their last CPU use was seen (``t_step`` if none)."""
+    workers = _tree_pids()[1:]
+    last, t_active, idle = _cpu_s(workers), t_step, 0
+    while idle < idle_polls and time.perf_counter() - t_step < limit:
+        time.sleep(poll)
+        c = _cpu_s(workers)
+        if c > last:
+            last, t_active, idle = c, time.perf_counter(), 0
+        else:
+            idle += 1
+    return t_active
+
+
+def _ours_setup(args: argparse.Namespace):
+    """``harmonykit train``'s iteration of ``charmnet_idih`` on ``args.data``; returns step()."""
     import torch
 
     from harmonykit.data import IHarmony4Dataset
@@ -147,15 +246,13 @@ def _loop_child(args: argparse.Namespace) -> None:
     from harmonykit.train.recipe import load_recipe
     from harmonykit.train.trainer import Trainer
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    in_workers = LOOP_CONFIGS[args.config]
-    ov = [f"train.batch_size={args.batch}", f"train.precision={args.precision}", f"train.device={args.device}",
+    precision, in_workers = LOOP_ROUTES[args.config]
+    ov = [f"train.batch_size={args.batch}", f"train.precision={precision}", f"train.device={args.device}",
           f"data.crop_in_workers={str(in_workers).lower()}", f"data.num_workers={args.workers}", "sched.name=none"]
     recipe = load_recipe("charmnet_idih", overrides=ov, check_data=False)
     tr = Trainer(recipe)
     doms = tr._step_domains(0)
-    n = args.batch * (args.warmup + args.iters + 1)
+    n = args.batch * (args.warmup + args.iters + 2)
     k = recipe["style_heads"]["num_styles"] if recipe["style_heads"] else 0
     sets = {}
     for d in doms:
@@ -179,8 +276,8 @@ def _loop_child(args: argparse.Namespace) -> None:
 
     tr._to_device = timed_to_device
     its = {dm: data.batches(dm, 0) for dm in doms}
-    rows, peak = [], 0.0
-    for i in range(args.warmup + args.iters):
+
+    def step():
         to_dev[0] = 0.0
         t0 = time.perf_counter()
         batches = {dm: next(its[dm]) for dm in doms}
@@ -188,45 +285,280 @@ def _loop_child(args: argparse.Namespace) -> None:
         tr.train_step(batches)
         if cuda:
             torch.cuda.synchronize()
+        return t1 - t0, to_dev[0]
+
+    return step
+
+
+def _official_root(data: str, n: int, k: int, dest: str) -> None:
+    """Lay out the iHarmony4 root ``data`` for the official CharmNet loaders under ``dest``.
+
+    Real domain: ``dest/<Subset>`` symlinks and ``IHD_nonhuman_train.txt`` listing each test
+    composite (``<Subset>/composite_images/<name>``), cycled to ``n`` lines. Rendered domain:
+    ``dest/Rnd/{composite_images,real_images,masks}`` symlinks named as RdHarmony
+    (``s<j>-1_1.jpg``, ``s<j>-1.jpg``, ``s<j>.png``) and ``Rnd/list.txt`` (path, uniform soft
+    label over ``k`` styles, hard label ``j % k + 1``): the same pairs ours reads.
+    """
+    pairs = []
+    for sub in sorted(os.listdir(data)):
+        folder = os.path.join(data, sub)
+        lists = [f for f in os.listdir(folder) if f.endswith("_test.txt")] if os.path.isdir(folder) else []
+        if not lists:
+            continue
+        os.symlink(os.path.abspath(folder), os.path.join(dest, sub))
+        with open(os.path.join(folder, lists[0])) as f:
+            for line in f:
+                name = line.strip()
+                if name:
+                    stem = name.rsplit(".", 1)[0]
+                    realid, maskid = stem.split("_")[0], stem.rsplit("_", 1)[0]
+                    pairs.append((sub, name, maskid + ".png", realid + ".jpg"))
+    if not pairs:
+        raise SystemExit(f"--official-repo: no <Subset>/*_test.txt list under {data}")
+    with open(os.path.join(dest, "IHD_nonhuman_train.txt"), "w") as f:
+        f.writelines(f"{pairs[i % len(pairs)][0]}/composite_images/{pairs[i % len(pairs)][1]}\n" for i in range(n))
+    rnd = os.path.join(dest, "Rnd")
+    for d in ("composite_images", "real_images", "masks"):
+        os.makedirs(os.path.join(rnd, d))
+    soft = "_".join([repr(1.0 / k)] * k)
+    with open(os.path.join(rnd, "list.txt"), "w") as f:
+        for j in range(n):
+            sub, comp, mask, real = pairs[j % len(pairs)]
+            src = os.path.abspath(os.path.join(data, sub))
+            os.symlink(os.path.join(src, "composite_images", comp), os.path.join(rnd, "composite_images", f"s{j}-1_1.jpg"))
+            os.symlink(os.path.join(src, "real_images", real), os.path.join(rnd, "real_images", f"s{j}-1.jpg"))
+            os.symlink(os.path.join(src, "masks", mask), os.path.join(rnd, "masks", f"s{j}.png"))
+            f.write(f"Rnd/composite_images/s{j}-1_1.jpg\t{soft}\t{j % k + 1}\n")
+
+
+def _official_setup(args: argparse.Namespace):
+    """The official CharmNet ``train.py`` iteration, imported from ``--official-repo``; returns step()."""
+    import tempfile
+
+    import torch
+
+    code = args.official_repo
+    if os.path.isfile(os.path.join(code, "CharmNet", "train.py")):
+        code = os.path.join(code, "CharmNet")
+    tmp = tempfile.mkdtemp(prefix="hk_official")
+    root = os.path.join(tmp, "root")
+    os.makedirs(root)
+    _official_root(args.data, args.batch * (args.warmup + args.iters + 2), 10, root)
+    sys.path.insert(0, code)
+    from data import create_dataset  # the official packages
+    from models import create_model
+    from options.train_options import TrainOptions
+
+    # the README's training command; CPU (-1) or the first GPU; no visdom, checkpoints to tmp
+    sys.argv = ["train.py", "--dataset_root", root + "/", "--name", "bench", "--model", "dastyle", "--is_train", "1",
+                "--norm", "batch", "--preprocess", "resize_and_crop", "--batch_size", str(args.batch),
+                "--lr_policy", "step", "--lr_decay_iters", "4702400", "--num_threads", str(args.workers),
+                "--gpu_ids", "0" if args.device == "cuda" else "-1", "--checkpoints_dir", tmp, "--display_id", "0",
+                "--render_novel_list", "Rnd/list.txt"]
+    opt = TrainOptions().parse()
+    render, real = create_dataset(opt, "rendered"), create_dataset(opt, "real")
+    model = create_model(opt)
+    model.setup(opt)
+    cuda = args.device == "cuda"
+    it = iter(zip(render, real))  # train.py: for i, (render_data, real_data) in enumerate(zip(...))
+
+    def step():
+        t0 = time.perf_counter()
+        render_data, real_data = next(it)
+        t1 = time.perf_counter()
+        model.set_input(real_data, render_data)  # train.py's order: (target, source)
+        if cuda:
+            torch.cuda.synchronize()
         t2 = time.perf_counter()
-        peak = max(peak, _tree_pss_mib())
-        if i >= args.warmup:
-            rows.append((t1 - t0, to_dev[0], t2 - t0))
-    wait, conv, total = (sum(r[j] for r in rows) for j in range(3))
-    print(json.dumps({"s_per_iter": statistics.median(r[2] for r in rows), "wait_frac": wait / total,
-                      "to_device_frac": conv / total, "main_data_frac": (wait + conv) / total,
-                      "pss_mib": peak, "rss_main_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        model.optimize_parameters()
+        if cuda:
+            torch.cuda.synchronize()
+        assert render_data["comp"].shape == (args.batch, 3, 256, 256) and real_data["comp"].shape == (args.batch, 3, 256, 256)
+        return t1 - t0, t2 - t1
+
+    return step
+
+
+def _loop_child(args: argparse.Namespace) -> None:
+    """One ``--loop`` route, driven by the parent through :func:`_serve`."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = sys.stdout
+    sys.stdout = sys.stderr  # official code prints; the protocol lines go to the real stdout
+    step = _official_setup(args) if args.config == "official" else _ours_setup(args)
+    _serve(step, out)
+
+
+def _serve(step, out, peak_fn=None) -> None:
+    """Lockstep child: a line ``go`` on stdin runs ``step()`` once (then waits for the DataLoader
+    workers, if any, to refill their queue) and answers ``@@{json}`` on ``out``; ``stop`` (or
+    EOF) answers the peak memory and returns."""
+    out.write("@@ready\n")
+    out.flush()
+    peak = 0.0
+    for line in sys.stdin:
+        if line.strip() != "go":
+            break
+        pids = _tree_pids()
+        c0, t0 = _cpu_s(pids), time.perf_counter()
+        wait, conv = step()
+        t_step = time.perf_counter()
+        t_end = _drain(t_step) if len(pids) > 1 else t_step
+        cpu = _cpu_s(pids) - c0
+        peak = max(peak, peak_fn() if peak_fn else _peak_mem_mib())
+        out.write("@@" + json.dumps({"s": t_end - t0, "step_s": t_step - t0, "wait_s": wait, "conv_s": conv,
+                                     "cpu_s": cpu}) + "\n")
+        out.flush()
+    out.write("@@" + json.dumps({"pss_mib": peak, "rss_main_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}) + "\n")
+    out.flush()
+
+
+def _read_msg(p, name: str, log: str) -> dict:
+    for line in p.stdout:
+        if line.startswith("@@"):
+            return {} if line.strip() == "@@ready" else json.loads(line[2:])
+    with open(log) as f:
+        tail = f.read()[-3000:]
+    raise SystemExit(f"{name}: the child ended without an answer (exit {p.wait()}):\n{tail}")
+
+
+def _lockstep(cmds: dict, n: int, warmup: int, env: dict) -> tuple:
+    """Start every route's child (``cmds``: name -> argv), then let them take turns, one
+    iteration each, the order rotating each round, so a slow phase of the shared machine hits
+    every route alike. Returns ({route: [per-iteration dicts]}, {route: peaks}, load averages)."""
+    import tempfile
+
+    routes = list(cmds)
+    logdir = tempfile.mkdtemp(prefix="hk_bench_lockstep")
+    procs, logs = {}, {}
+    try:
+        for r, cmd in cmds.items():
+            logs[r] = os.path.join(logdir, r + ".log")
+            procs[r] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(logs[r], "w"),
+                                        text=True, env=env, bufsize=1)
+            _read_msg(procs[r], r, logs[r])  # ready (set up one at a time)
+            print(f"{r}: ready (load {os.getloadavg()[0]:.2f})", file=sys.stderr)
+        rows = {r: [] for r in routes}
+        loads = [os.getloadavg()[0]]
+        for i in range(warmup + n):
+            order = routes[i % len(routes):] + routes[:i % len(routes)]
+            for r in order:
+                procs[r].stdin.write("go\n")
+                procs[r].stdin.flush()
+                res = _read_msg(procs[r], r, logs[r])
+                if i >= warmup:
+                    rows[r].append(res)
+            if i >= warmup:
+                loads.append(os.getloadavg()[0])
+                print(f"round {i - warmup + 1}: " + ", ".join(f"{r} {rows[r][-1]['s']:.2f} s" for r in routes)
+                      + f" (load {loads[-1]:.2f})", file=sys.stderr)
+        peaks = {}
+        for r in routes:
+            procs[r].stdin.write("stop\n")
+            procs[r].stdin.flush()
+            peaks[r] = _read_msg(procs[r], r, logs[r])
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                if not p.stdin.closed:
+                    p.stdin.close()
+                try:
+                    p.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    return rows, peaks, loads
 
 
 def _loop_main(args: argparse.Namespace) -> int:
+    """``--loop``: the routes' whole training iterations in lockstep (:func:`_lockstep`)."""
     env = dict(os.environ, HARMONYKIT_DISABLE_PROGRESS="1")
-    best = {}
-    for _ in range(args.repeat):
-        for cfg in args.configs.split(","):
-            cmd = [sys.executable, __file__, "--_child", "--loop", "--config", cfg, "--device", args.devices or "cpu",
-                   "--data", args.data, "--batch", str(args.batch), "--iters", str(args.iters), "--warmup",
-                   str(args.warmup), "--threads", str(args.threads), "--workers", str(args.workers),
-                   "--precision", args.precision]
-            r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if r.returncode != 0:
-                print(f"{cfg}: FAILED\n{r.stderr[-2000:]}", file=sys.stderr)
-                continue
-            res = json.loads(r.stdout.strip().splitlines()[-1])
-            print(f"{cfg}: {json.dumps(res)}", file=sys.stderr)
-            if cfg not in best or res["s_per_iter"] < best[cfg]["s_per_iter"]:
-                best[cfg] = res
-    print(f"harmonykit train iteration, recipe charmnet_idih ({args.precision}), {args.batch} rendered + {args.batch} real "
-          f"at 256², {args.workers} workers, data {args.data}; median of {args.iters} iterations, best of {args.repeat}")
-    hdr = (f"{'crop':12} {'s/iter':>7} {'wait data':>10} {'to device+crop':>15} {'main-process data':>18} "
-           f"{'PSS main+workers MiB':>21} {'main max RSS MiB':>17}")
+    routes = args.configs.split(",")
+    for r in routes:
+        if r not in LOOP_ROUTES:
+            raise SystemExit(f"--configs: unknown --loop route {r!r}; expected some of {', '.join(LOOP_ROUTES)}")
+        if r == "official" and not args.official_repo:
+            raise SystemExit("--configs official needs --official-repo DIR")
+    common = ["--device", args.devices or "cpu", "--data", args.data, "--batch", str(args.batch), "--iters",
+              str(args.iters), "--warmup", str(args.warmup), "--threads", str(args.threads), "--workers", str(args.workers)]
+    cmds = {}
+    for r in routes:
+        py = (args.official_python or sys.executable) if r == "official" else sys.executable
+        cmds[r] = [py, __file__, "--_child", "--loop", "--config", r] + common
+        if r == "official":
+            cmds[r] += ["--official-repo", args.official_repo]
+    rows, peaks, loads = _lockstep(cmds, args.iters, args.warmup, env)
+    ref = "official" if "official" in routes else routes[0]
+    med = {r: statistics.median(x["s"] for x in rows[r]) for r in routes}
+    cpu = {r: statistics.median(x["cpu_s"] for x in rows[r]) for r in routes}
+    print(f"harmonykit train iteration of charmnet_idih, {args.batch} rendered + {args.batch} real at 256², "
+          f"{args.workers} DataLoader workers per domain, torch threads {args.threads or 'default'}, data {args.data}"
+          + (f", official code {args.official_repo}" if "official" in routes else "")
+          + f"; routes in lockstep (one iteration each in turn, order rotating), {args.iters} timed iterations "
+          f"after {args.warmup} warm-up; an iteration = next batch + step + the workers' refill of their queue; "
+          f"peak mem = max over iterations of PSS(main + workers) + main VmHWM - VmRSS; "
+          f"load average (1 min) during the run: min {min(loads):.2f} / median {statistics.median(loads):.2f} / max {max(loads):.2f}")
+    hdr = (f"{'route':12} {'median s/iter':>13} {'min s':>6} {f'{ref}/route':>15} {'paired ratio':>13} "
+           f"{'CPU s/iter':>10} {'wait data':>10} {'main data':>10} {'peak mem MiB':>13}")
     print(hdr)
     print("-" * len(hdr))
-    for cfg, r in best.items():
-        print(f"{cfg:12} {r['s_per_iter']:7.3f} {100 * r['wait_frac']:9.1f}% {100 * r['to_device_frac']:14.1f}% "
-              f"{100 * r['main_data_frac']:17.1f}% {r['pss_mib']:21.0f} {r['rss_main_mib']:17.0f}")
+    summary = {}
+    for r in routes:
+        xs = rows[r]
+        total = sum(x["s"] for x in xs)
+        paired = statistics.median(a["s"] / b["s"] for a, b in zip(rows[ref], xs))
+        wait = sum(x["wait_s"] for x in xs) / total
+        main = sum(x["wait_s"] + x["conv_s"] for x in xs) / total
+        summary[r] = dict(median_s=med[r], min_s=min(x["s"] for x in xs), ratio=med[ref] / med[r], paired_ratio=paired,
+                          cpu_s=cpu[r], wait_frac=wait, main_data_frac=main, **peaks[r])
+        print(f"{r:12} {med[r]:13.3f} {summary[r]['min_s']:6.2f} {med[ref] / med[r]:14.2f}x {paired:12.2f}x "
+              f"{cpu[r]:10.2f} {100 * wait:9.1f}% {100 * main:9.1f}% {peaks[r]['pss_mib']:13.0f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(best, f, indent=1)
+            json.dump({"summary": summary, "iterations": rows, "load": loads, "args": vars(args)}, f, indent=1)
+    return 0
+
+
+def _lockstep_main(args: argparse.Namespace, devices: list) -> int:
+    """``--lockstep``: per device and model, the configurations' iterations in turn
+    (:func:`_lockstep`); paired ratios of each ``compile_*`` against the same path uncompiled."""
+    env = dict(os.environ, HARMONYKIT_DISABLE_PROGRESS="1")
+    base_of = {"compile_cl": "channels_last", "compile_bf16_cl": "bf16_cl"}
+    out = []
+    for dev in devices:
+        for model in args.models.split(","):
+            cfgs = args.configs.split(",")
+            cmds = {c: [sys.executable, __file__, "--_child", "--lockstep", "--model", model, "--config", c, "--device", dev,
+                        "--batch", str(args.batch), "--size", str(args.size), "--warmup", str(args.warmup),
+                        "--threads", str(args.threads)] for c in cfgs}
+            rows, peaks, loads = _lockstep(cmds, args.iters, 0, env)
+            n_img = args.batch * (2 if model == "charmnet_idih" else 1)
+            print(f"{dev} {model}: one training iteration at {args.size}², batch {args.batch} per domain, {n_img} images; "
+                  f"configurations in lockstep (one iteration each in turn, order rotating), {args.iters} rounds after "
+                  f"{args.warmup} warm-up iterations (compilation) in each process; load average (1 min) during the "
+                  f"rounds: min {min(loads):.2f} / median {statistics.median(loads):.2f} / max {max(loads):.2f}")
+            hdr = f"{'config':16} {'median s/iter':>13} {'min s':>6} {'img/s':>7} {'CPU s/iter':>10} {'peak MiB':>9}"
+            print(hdr)
+            print("-" * len(hdr))
+            res = {}
+            for c in cfgs:
+                med = statistics.median(x["s"] for x in rows[c])
+                res[c] = dict(device=dev, model=model, config=c, s_per_iter=med, img_per_s=n_img / med,
+                              min_s=min(x["s"] for x in rows[c]), cpu_s=statistics.median(x["cpu_s"] for x in rows[c]),
+                              peak_mib=peaks[c]["pss_mib"], times=[x["s"] for x in rows[c]], load=loads)
+                print(f"{c:16} {med:13.3f} {res[c]['min_s']:6.2f} {n_img / med:7.2f} {res[c]['cpu_s']:10.2f} {res[c]['peak_mib']:9.0f}")
+            for c, b in base_of.items():
+                if c in rows and b in rows:
+                    pr = [x["s"] / y["s"] for x, y in zip(rows[b], rows[c])]
+                    print(f"{c} vs {b}: {res[b]['s_per_iter'] / res[c]['s_per_iter']:.2f}x faster (ratio of medians); "
+                          f"paired per-round ratios median {statistics.median(pr):.2f}x, range {min(pr):.2f}-{max(pr):.2f}")
+                    res[c]["speedup_vs_" + b] = res[b]["s_per_iter"] / res[c]["s_per_iter"]
+                    res[c]["paired_speedup_vs_" + b] = statistics.median(pr)
+            out += list(res.values())
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
     return 0
 
 
@@ -242,14 +574,22 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: default)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run the whole sweep R times, interleaved, and keep each configuration's fastest "
-                         "median (robust to a noisy, shared machine)")
+                         "median (not used by --loop / --lockstep, which interleave per iteration)")
+    ap.add_argument("--lockstep", action="store_true",
+                    help="all configurations' processes alive at once, taking turns one iteration each (order "
+                         "rotating): robust ratios on a shared machine; --iters rounds after --warmup iterations each")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     ap.add_argument("--loop", action="store_true",
                     help="time the whole training iteration with real data (crop in the main process vs in the workers)")
     ap.add_argument("--data", default=os.path.join(os.environ.get("HARMONYKIT_REAL_DATA", "data"), "iharmony4_mini"),
                     help="--loop: an iHarmony4 root (default $HARMONYKIT_REAL_DATA/iharmony4_mini; a prepared copy is faster)")
     ap.add_argument("--workers", type=int, default=2, help="--loop: DataLoader workers per domain")
-    ap.add_argument("--precision", default="fp32", help="--loop: fp32 / bf16")
+    ap.add_argument("--official-repo", default=None,
+                    help="--loop: time the official CharmNet train.py iteration from this checkout (the repository "
+                         "bcmi/Rendered-Image-Harmonization-Dataset-RdHarmony or its CharmNet folder) against ours")
+    ap.add_argument("--official-python", default=None,
+                    help="--official-repo: interpreter for the official side (default: this one), e.g. a venv with "
+                         "its pinned albumentations 0.5.2")
     ap.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
@@ -260,12 +600,14 @@ def main() -> int:
         return 0
     if args.loop:
         if args.configs == ap.get_default("configs"):
-            args.configs = ",".join(LOOP_CONFIGS)
+            args.configs = OFFICIAL_DEFAULT if args.official_repo else LOOP_DEFAULT
         return _loop_main(args)
 
     import torch
 
     devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if args.lockstep:
+        return _lockstep_main(args, devices)
     rows = []
     env = dict(os.environ, HARMONYKIT_DISABLE_PROGRESS="1")
     sweep = [(d, m, c) for _ in range(args.repeat) for d in devices for m in args.models.split(",") for c in args.configs.split(",")]

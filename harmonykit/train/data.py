@@ -226,7 +226,7 @@ class TrainData:
                 check_domain_tag(sets[dom], dom, spec["name"])
             val = DATASETS.create(d["val"]["name"], **component_kwargs(d["val"])) if d["val"] else None
             workers = d["num_workers"]
-            if d.get("crop_in_workers"):
+            if d.get("crop_in_workers") and d.get("augmentation") is not None:
                 crop, _ = worker_augmentation(recipe)
         pin = d.get("pin_memory")
         if pin is None:  # on when training on CUDA
@@ -243,7 +243,8 @@ class TrainData:
         kw: Dict[str, Any] = dict(num_workers=self.num_workers, pin_memory=self.pin_memory)
         if self.num_workers > 0:
             _single_threaded_cv2()  # before the workers fork (see the function)
-            kw.update(prefetch_factor=self.prefetch_factor, persistent_workers=self.persistent_workers)
+            kw.update(prefetch_factor=self.prefetch_factor, persistent_workers=self.persistent_workers,
+                      worker_init_fn=_yield_to_training)
         return kw
 
     def batches(self, domain: str, epoch: int, start_batch: int = 0) -> Iterator[Dict[str, Any]]:
@@ -278,6 +279,22 @@ class TrainData:
             return None
         return DataLoader(self.val, batch_size=self.val_batch_size, shuffle=False, num_workers=self.num_workers,
                           pin_memory=self.pin_memory, collate_fn=_collate_fn(self.val))
+
+
+def _yield_to_training(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: lower the worker's CPU priority (``nice`` +10, or
+    ``HARMONYKIT_WORKER_NICE``; 0 keeps it). On a machine with few cores the workers refilling
+    the prefetch queue otherwise take CPU time from the training step that is waiting for it;
+    niced, they run when a core is idle (single-threaded stretches of the step) and still get
+    all the CPU when the step waits for data. Batches do not depend on it."""
+    import os
+
+    try:
+        inc = int(os.environ.get("HARMONYKIT_WORKER_NICE", "10"))
+        if inc > 0:
+            os.nice(inc)
+    except (AttributeError, OSError, ValueError):
+        pass
 
 
 def _single_threaded_cv2() -> None:

@@ -112,10 +112,11 @@ _DATA_FIXED: Dict[str, Any] = {
     "augmentation": Component("AUGMENTATIONS", None, help="batch augmentation: aug(batch dict) -> batch dict"),
     "num_workers": Field("int", 2),
     "crop_in_workers": Field(
-        "bool", False,
+        "bool", True,
         help="run the augmentation's aligned crop in the DataLoader workers on each sample (uint8 crops cross "
         "the process boundary; per-sample crop RNG from (seed, epoch, index), independent of num_workers); "
-        "false: crop the collated full-size batch in the main process with the augmentation's own generator",
+        "false: crop the collated full-size batch in the main process with the augmentation's own generator. "
+        "No effect without data.augmentation or with kind: synthetic",
     ),
     "persistent_workers": Field("bool", True, help="keep DataLoader workers alive between epochs (num_workers > 0)"),
     "prefetch_factor": Field("int", 2, help="batches each worker loads ahead (num_workers > 0)"),

@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from harmonykit.registry import AUGMENTATIONS, DISCRIMINATORS, LOSSES, STYLE_HEADS
 from harmonykit.train.checkpoint import CHECKPOINT_FORMAT, get_rng_state, load_training_checkpoint, save_checkpoint, set_rng_state
+from harmonykit.train.cpu_malloc import keep_freed_memory
 from harmonykit.train.data import DomainPlan, TrainData, component_kwargs, worker_augmentation
 from harmonykit.train.distributed import DistInfo, all_reduce_mean, broadcast_module
 from harmonykit.train.log import RunLogger, RunningMean
@@ -75,6 +76,8 @@ class Trainer:
             from harmonykit.train.distributed import cuda_index
 
             self.device = torch.device("cuda", cuda_index(self.dist.local_rank))
+        if self.device.type == "cpu":
+            keep_freed_memory()  # reuse freed activation buffers instead of re-faulting them every step
         if recipe["deterministic"]:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from harmonykit.train.data import worker_augmentation
 from harmonykit.train.recipe import load_recipe
 from harmonykit.train.trainer import Trainer
 
@@ -154,7 +155,8 @@ def test_recipe_is_official(path, recipe):
     doms = tuple(d for d in ("real", "rendered") if r["data"][d] is not None)
     assert doms == b["domains"], f"{path.name}: domains {doms}"
     # crop
-    crop = tr.augment.steps[0]
+    # crop: in the DataLoader workers (data.crop_in_workers, the default) or on the batch
+    crop = worker_augmentation(r)[0] if r["data"]["crop_in_workers"] else tr.augment.steps[0]
     c = want["crop"]
     assert crop.size == c["size"] and crop.scale == c["scale"] and crop.flip_p == c["flip_p"]
     assert crop.ratio == pytest.approx(c["ratio"], rel=1e-12)

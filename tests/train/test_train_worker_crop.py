@@ -62,6 +62,25 @@ def test_trainer_runs_on_worker_crops_independent_of_workers(tmp_path):
 
 def test_crop_in_workers_needs_a_crop(tmp_path):
     root = _ih4(tmp_path / "ih4", n=2)
-    r = _recipe(root, 0, ["data.augmentation=null"])
+    r = _recipe(root, 0, ["data.augmentation={name: paired_color_jitter}"])
     with pytest.raises(ValueError, match="crop_in_workers"):
         TrainData.from_recipe(r)
+
+
+def test_crop_in_workers_is_the_default_and_idle_without_augmentation(tmp_path):
+    """The schema default is true (the crop runs in the workers for every shipped recipe that
+    crops); with ``data.augmentation: null`` there is nothing to move and no error."""
+    from harmonykit.data.worker_crop import WorkerCropDataset
+    from harmonykit.train.recipe import SCHEMA
+
+    assert SCHEMA["data"]["crop_in_workers"].default is True
+    root = _ih4(tmp_path / "ih4", n=2)
+    r = load_recipe("idih_real_only", overrides=[f"data.real.root={root}", "data.real.split=train",
+                                                 "data.real.list_file=null", "data.val=null", "data.num_workers=0",
+                                                 "train.batch_size=2"])
+    assert r["data"]["crop_in_workers"] is True
+    assert isinstance(TrainData.from_recipe(r).datasets["real"], WorkerCropDataset)
+    r = load_recipe("idih_real_only", overrides=[f"data.real.root={root}", "data.real.split=train",
+                                                 "data.real.list_file=null", "data.val=null", "data.augmentation=null",
+                                                 "train.batch_size=2"])
+    assert not isinstance(TrainData.from_recipe(r).datasets["real"], WorkerCropDataset)
