@@ -609,6 +609,15 @@ def _harmonize_native(
     return torch.where(keep, img, out.to(img.dtype))
 
 
+def _foreground_box(msk: torch.Tensor) -> Optional[Tuple[int, int, int, int]]:
+    """``(r0, r1, c0, c1)``: the bounding box of ``msk > 0`` (``(H, W)``), or ``None`` if empty."""
+    rows = torch.nonzero(msk.amax(dim=1) > 0).flatten()
+    if rows.numel() == 0:
+        return None
+    cols = torch.nonzero(msk[int(rows[0]):int(rows[-1]) + 1].amax(dim=0) > 0).flatten()
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
 def _harmonize_planned(
     img: torch.Tensor, msk: torch.Tensor, model: Any, plan_fn: Callable[..., Any], domain: Optional[str], precision: str
 ) -> torch.Tensor:
@@ -622,13 +631,10 @@ def _harmonize_planned(
         plan = plan_fn(img.permute(2, 0, 1).unsqueeze(0).to(dev), msk.unsqueeze(0).unsqueeze(0).to(dev))
     plan = plan.to("cpu")  # the full-resolution colour step: float32 on the CPU
     out = img.clone()
-    fg = msk > 0
-    rows = torch.nonzero(fg.any(1)).flatten()
-    if rows.numel() == 0:
+    box = _foreground_box(msk)
+    if box is None:
         return out
-    cols = torch.nonzero(fg.any(0)).flatten()
-    r0, r1 = int(rows[0]), int(rows[-1]) + 1
-    c0, c1 = int(cols[0]), int(cols[-1]) + 1
+    r0, r1, c0, c1 = box
     is_u8, mask_u8 = img.dtype == torch.uint8, msk.dtype == torch.uint8
     blend = not getattr(model, "composites_with_mask", False)
     band = max(1, int(getattr(model, "band_pixels", NATIVE_BAND_PIXELS)) // (c1 - c0))
