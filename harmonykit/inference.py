@@ -609,6 +609,27 @@ def _harmonize_native(
     return torch.where(keep, img, out.to(img.dtype))
 
 
+def _parallel_bands(fn: Callable[[int], None], starts: Sequence[int]) -> None:
+    """``fn(start)`` for every band, spread over ``torch.get_num_threads()`` Python threads, each
+    running its tensor ops single-threaded: one band per thread instead of one thread team per
+    (small) op, which is faster and does not collapse on a busy machine (many short parallel
+    regions wait on each other). The thread setting is restored afterwards."""
+    n = torch.get_num_threads()
+    if n <= 1 or len(starts) <= 1:
+        for s in starts:
+            fn(s)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            for f in [pool.submit(fn, s) for s in starts]:
+                f.result()
+    finally:
+        torch.set_num_threads(n)
+
+
 def _foreground_box(msk: torch.Tensor) -> Optional[Tuple[int, int, int, int]]:
     """``(r0, r1, c0, c1)``: the bounding box of ``msk > 0`` (``(H, W)``), or ``None`` if empty."""
     rows = torch.nonzero(msk.amax(dim=1) > 0).flatten()
@@ -638,9 +659,9 @@ def _harmonize_planned(
     is_u8, mask_u8 = img.dtype == torch.uint8, msk.dtype == torch.uint8
     blend = not getattr(model, "composites_with_mask", False)
     band = max(1, int(getattr(model, "band_pixels", NATIVE_BAND_PIXELS)) // (c1 - c0))
-    with torch.inference_mode():
-        for s in range(r0, r1, band):
-            e = min(s + band, r1)
+    def do_band(s: int) -> None:
+        e = min(s + band, r1)
+        with torch.inference_mode():
             x = torch.empty(1, 3, e - s, c1 - c0).copy_(img[s:e, c0:c1].permute(2, 0, 1))
             m = msk[s:e, c0:c1].to(torch.float32)[None, None]
             if is_u8:
@@ -655,6 +676,10 @@ def _harmonize_planned(
             if is_u8:
                 y.mul_(255.0).round_()
             out[s:e, c0:c1].copy_(y[0].permute(1, 2, 0))
+
+    starts = list(range(r0, r1, band))
+    do_band(starts[0])  # serially first: fills the plan's caches for this column range
+    _parallel_bands(do_band, starts[1:])
     return out
 
 
