@@ -492,42 +492,39 @@ def apply_color_grid(
     if out is None:
         out = image.clone()
     gy, gx = maps.shape[:2]
-    fg = mask > 0
-    rows = torch.nonzero(fg.any(1)).flatten()
-    if rows.numel() == 0:
+    box = _foreground_box(mask)
+    if box is None:
         return out
-    cols = torch.nonzero(fg.any(0)).flatten()
-    r0, r1 = int(rows[0]), int(rows[-1]) + 1
-    c0, c1 = int(cols[0]), int(cols[-1]) + 1
+    r0, r1, c0, c1 = box
     is_u8 = image.dtype == torch.uint8
     scale = 255.0 if is_u8 else 1.0  # work in the image's own units (no /255, *255 passes)
     P = maps.reshape(gy, gx, 4, 3).clone()
     P[:, :, 3] *= scale  # the offsets
     P = P.reshape(gy, gx, 12)
     m_full = 255 if mask.dtype == torch.uint8 else 1.0
-    for s in range(r0, r1, strip_rows):
+
+    def do_strip(s: int) -> None:
         e = min(s + strip_rows, r1)
-        ty = _tent_weights(H, gy, s, e - s)  # (hs, gy)
-        p = torch.matmul(ty, P.reshape(gy, gx * 12)).reshape(-1, gx, 12).permute(0, 2, 1)  # hs, 12, gx
-        # along x: linear interpolation between the two neighbouring nodes (align_corners=True)
-        p = F.interpolate(p, size=W, mode="linear", align_corners=True)[..., c0:c1]  # hs, 12, wb; k = 3 * in + out
-        src = image[s:e, c0:c1]
-        xf = src.permute(0, 2, 1).float()  # hs, 3, wb
-        res = torch.addcmul(p[:, 9:12], p[:, 0:3], xf[:, 0:1])
-        res.addcmul_(p[:, 3:6], xf[:, 1:2]).addcmul_(p[:, 6:9], xf[:, 2:3]).clamp_(0.0, scale)
-        ms = mask[s:e, c0:c1]
-        keep = ms > 0
-        if bool(((ms < m_full) & keep).any()):  # soft edge: paste through the soft mask
-            m = ms.unsqueeze(1).float()
+        with torch.inference_mode():
+            ty = _tent_weights(H, gy, s, e - s)  # (hs, gy)
+            p = torch.matmul(ty, P.reshape(gy, gx * 12)).reshape(-1, gx, 12).permute(0, 2, 1)  # hs, 12, gx
+            # along x: linear interpolation between the two neighbouring nodes (align_corners=True)
+            p = F.interpolate(p, size=W, mode="linear", align_corners=True)[..., c0:c1]  # hs, 12, wb; k = 3 * in + out
+            src = image[s:e, c0:c1]
+            xf = src.permute(0, 2, 1).float()  # hs, 3, wb
+            res = torch.addcmul(p[:, 9:12], p[:, 0:3], xf[:, 0:1])
+            res.addcmul_(p[:, 3:6], xf[:, 1:2]).addcmul_(p[:, 6:9], xf[:, 2:3]).clamp_(0.0, scale).nan_to_num_(0.0)
+            m = mask[s:e, c0:c1].unsqueeze(1).float()
             if m_full != 1.0:
                 m.div_(float(m_full))
-            res.sub_(xf).mul_(m).add_(xf)
-        keep = keep.unsqueeze(-1)
-        if is_u8:
-            new = res.round_().to(torch.uint8).permute(0, 2, 1)
-        else:
-            new = res.permute(0, 2, 1).to(image.dtype)
-        out[s:e, c0:c1] = torch.where(keep, new, src)
+            # paste through the mask: lerp is exact at both ends (m = 0: the source, bit for bit;
+            # m = 1: the mapped colour)
+            res = torch.lerp(xf, res, m)
+            if is_u8:
+                res.round_()
+            out[s:e, c0:c1].copy_(res.permute(0, 2, 1))
+
+    _parallel_bands(do_strip, list(range(r0, r1, strip_rows)))
     return out
 
 
