@@ -20,6 +20,16 @@ for iDIH/CharmNet). Two policies bring the result back to the input size:
     returned **unchanged** (bit for bit), the foreground keeps its full-resolution texture.
     The work is done in horizontal strips over the mask's bounding box, so memory stays
     bounded (about the size of the input and output images plus a few MB).
+``"native"`` (full-resolution models: PCT-Net, Harmonizer, LabStatNet, ...)
+    the model's own full-resolution output, pasted through the mask (background bit for bit).
+    Models with ``fullres_plan(composite, mask)`` run their low-resolution network once and
+    return a plan whose ``render(window, mask_window, rows=, cols=)`` gives the output on any
+    window; :func:`harmonize` renders the foreground's bounding box band by band straight from
+    the uint8 image into the output (bands spread over ``torch.get_num_threads()`` Python
+    threads), so no full-size float copy of the image is ever made.
+
+``precision="bf16"`` runs the low-resolution network under ``torch.autocast`` (bfloat16) on the
+model's device; every full-resolution step stays float32 on the CPU.
 """
 from __future__ import annotations
 
