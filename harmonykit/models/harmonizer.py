@@ -588,8 +588,9 @@ class FilterHarmonizer(Harmonizer):
                     f"composite_lowres has batch {composite_lowres.shape[0]}, composite has {composite.shape[0]}"
                 )
         arguments = self.encode_arguments(composite_lowres, mask_lowres)
-        if torch.is_grad_enabled() and (arguments.requires_grad or composite.requires_grad):
-            image = self.restore_image(composite, mask, arguments)[-1]  # autograd: the official chain
+        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        if tracing or (torch.is_grad_enabled() and (arguments.requires_grad or composite.requires_grad)):
+            image = self.restore_image(composite, mask, arguments)[-1]  # autograd / export: the official chain
         else:  # inference: the fused filters, band by band
             plan = self.plan_from_arguments(arguments, composite)
             image = torch.empty_like(composite, dtype=torch.float32)
