@@ -655,8 +655,15 @@ def _harmonize_planned(
     colour step in float32 on the CPU."""
     _default_domain(model, domain)  # validates: these models have no domains
     dev = _model_device(model)
-    with _eval_mode(model), _autocast(precision, dev):
-        plan = plan_fn(img.permute(2, 0, 1).unsqueeze(0).to(dev), msk.unsqueeze(0).unsqueeze(0).to(dev))
+    n_threads = torch.get_num_threads()
+    plan_threads = getattr(model, "plan_threads", None)  # a tiny network: fewer intra-op threads
+    if plan_threads and dev.type == "cpu" and plan_threads < n_threads:
+        torch.set_num_threads(int(plan_threads))
+    try:
+        with _eval_mode(model), _autocast(precision, dev):
+            plan = plan_fn(img.permute(2, 0, 1).unsqueeze(0).to(dev), msk.unsqueeze(0).unsqueeze(0).to(dev))
+    finally:
+        torch.set_num_threads(n_threads)
     plan = plan.to("cpu")  # the full-resolution colour step: float32 on the CPU
     out = img.clone()
     box = _foreground_box(msk)

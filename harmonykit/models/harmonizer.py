@@ -491,6 +491,9 @@ class FilterHarmonizer(Harmonizer):
     native_resolution = True  # the filters run on the full image; the encoder sees a 256 view
     composites_with_mask = True  # .image is already pasted on the background through the mask
     band_pixels: int = 1 << 18  # full-resolution pixels filtered at once (inference)
+    plan_threads: int = 1  # harmonize(): the 256x256 encoder (~0.4 GFLOP, ~300 small ops) runs
+    # single-threaded: with more intra-op threads it is dominated by OpenMP synchronisation, and
+    # on a shared machine each of its parallel regions waits for a time slice
 
     filter_names: Tuple[str, ...] = tuple(FILTER_TYPES)
 
