@@ -673,6 +673,7 @@ def _harmonize_planned(
     is_u8, mask_u8 = img.dtype == torch.uint8, msk.dtype == torch.uint8
     blend = not getattr(model, "composites_with_mask", False)
     band = max(1, int(getattr(model, "band_pixels", NATIVE_BAND_PIXELS)) // (c1 - c0))
+
     def do_band(s: int) -> None:
         e = min(s + band, r1)
         with torch.inference_mode():
