@@ -20,6 +20,16 @@ for iDIH/CharmNet). Two policies bring the result back to the input size:
     returned **unchanged** (bit for bit), the foreground keeps its full-resolution texture.
     The work is done in horizontal strips over the mask's bounding box, so memory stays
     bounded (about the size of the input and output images plus a few MB).
+``"native"`` (full-resolution models: PCT-Net, Harmonizer, LabStatNet, ...)
+    the model's own full-resolution output, pasted through the mask (background bit for bit).
+    Models with ``fullres_plan(composite, mask)`` run their low-resolution network once and
+    return a plan whose ``render(window, mask_window, rows=, cols=)`` gives the output on any
+    window; :func:`harmonize` renders the foreground's bounding box band by band straight from
+    the uint8 image into the output (bands spread over ``torch.get_num_threads()`` Python
+    threads), so no full-size float copy of the image is ever made.
+
+``precision="bf16"`` runs the low-resolution network under ``torch.autocast`` (bfloat16) on the
+model's device; every full-resolution step stays float32 on the CPU.
 """
 from __future__ import annotations
 
@@ -46,6 +56,7 @@ __all__ = [
     "load_model",
     "parse_model_args",
     "POLICIES",
+    "PRECISIONS",
     "DEFAULT_MODEL",
     "default_model",
 ]
@@ -327,6 +338,25 @@ def _eval_mode(model: Any) -> Iterator[None]:
             model.train()
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def _check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    return precision
+
+
+@contextmanager
+def _autocast(precision: str, device: torch.device) -> Iterator[None]:
+    """``torch.autocast(device.type, torch.bfloat16)`` for ``"bf16"``, nothing for ``"fp32"``."""
+    if _check_precision(precision) == "fp32":
+        yield
+        return
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+        yield
+
+
 def _model_device(model: Any) -> torch.device:
     if isinstance(model, nn.Module):
         for p in model.parameters():
@@ -340,6 +370,7 @@ def predict_lowres(
     mask: torch.Tensor,
     domain: Optional[str] = None,
     flip: bool = False,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Run the network on a batch at its own resolution.
 
@@ -349,9 +380,11 @@ def predict_lowres(
         mask: (B, 1, h, w) float in [0, 1].
         domain: domain for multi-domain models (default ``"real"``).
         flip: average with the prediction of the horizontally flipped input (test-time aug.).
+        precision: ``"fp32"`` or ``"bf16"`` (the network under ``torch.autocast`` in bfloat16
+            on the model's device).
 
     Returns:
-        (B, 3, h, w) float prediction in [0, 1] scale (not clamped), on the input's device.
+        (B, 3, h, w) float32 prediction in [0, 1] scale (not clamped), on the input's device.
     """
     domain = _default_domain(model, domain)
     dev = _model_device(model)
@@ -359,7 +392,7 @@ def predict_lowres(
     if hasattr(model, "check_input_size"):
         model.check_input_size(int(composite.shape[-2]), int(composite.shape[-1]))
     c, m = composite.to(dev), mask.to(dev)
-    with _eval_mode(model):
+    with _eval_mode(model), _autocast(precision, dev):
         pred = _output_image(model(c, m, **kw)).float()
         if flip:
             pf = _output_image(model(c.flip(-1), m.flip(-1), **kw)).float().flip(-1)
@@ -469,42 +502,39 @@ def apply_color_grid(
     if out is None:
         out = image.clone()
     gy, gx = maps.shape[:2]
-    fg = mask > 0
-    rows = torch.nonzero(fg.any(1)).flatten()
-    if rows.numel() == 0:
+    box = _foreground_box(mask)
+    if box is None:
         return out
-    cols = torch.nonzero(fg.any(0)).flatten()
-    r0, r1 = int(rows[0]), int(rows[-1]) + 1
-    c0, c1 = int(cols[0]), int(cols[-1]) + 1
+    r0, r1, c0, c1 = box
     is_u8 = image.dtype == torch.uint8
     scale = 255.0 if is_u8 else 1.0  # work in the image's own units (no /255, *255 passes)
     P = maps.reshape(gy, gx, 4, 3).clone()
     P[:, :, 3] *= scale  # the offsets
     P = P.reshape(gy, gx, 12)
     m_full = 255 if mask.dtype == torch.uint8 else 1.0
-    for s in range(r0, r1, strip_rows):
+
+    def do_strip(s: int) -> None:
         e = min(s + strip_rows, r1)
-        ty = _tent_weights(H, gy, s, e - s)  # (hs, gy)
-        p = torch.matmul(ty, P.reshape(gy, gx * 12)).reshape(-1, gx, 12).permute(0, 2, 1)  # hs, 12, gx
-        # along x: linear interpolation between the two neighbouring nodes (align_corners=True)
-        p = F.interpolate(p, size=W, mode="linear", align_corners=True)[..., c0:c1]  # hs, 12, wb; k = 3 * in + out
-        src = image[s:e, c0:c1]
-        xf = src.permute(0, 2, 1).float()  # hs, 3, wb
-        res = torch.addcmul(p[:, 9:12], p[:, 0:3], xf[:, 0:1])
-        res.addcmul_(p[:, 3:6], xf[:, 1:2]).addcmul_(p[:, 6:9], xf[:, 2:3]).clamp_(0.0, scale)
-        ms = mask[s:e, c0:c1]
-        keep = ms > 0
-        if bool(((ms < m_full) & keep).any()):  # soft edge: paste through the soft mask
-            m = ms.unsqueeze(1).float()
+        with torch.inference_mode():
+            ty = _tent_weights(H, gy, s, e - s)  # (hs, gy)
+            p = torch.matmul(ty, P.reshape(gy, gx * 12)).reshape(-1, gx, 12).permute(0, 2, 1)  # hs, 12, gx
+            # along x: linear interpolation between the two neighbouring nodes (align_corners=True)
+            p = F.interpolate(p, size=W, mode="linear", align_corners=True)[..., c0:c1]  # hs, 12, wb; k = 3 * in + out
+            src = image[s:e, c0:c1]
+            xf = src.permute(0, 2, 1).float()  # hs, 3, wb
+            res = torch.addcmul(p[:, 9:12], p[:, 0:3], xf[:, 0:1])
+            res.addcmul_(p[:, 3:6], xf[:, 1:2]).addcmul_(p[:, 6:9], xf[:, 2:3]).clamp_(0.0, scale).nan_to_num_(0.0)
+            m = mask[s:e, c0:c1].unsqueeze(1).float()
             if m_full != 1.0:
                 m.div_(float(m_full))
-            res.sub_(xf).mul_(m).add_(xf)
-        keep = keep.unsqueeze(-1)
-        if is_u8:
-            new = res.round_().to(torch.uint8).permute(0, 2, 1)
-        else:
-            new = res.permute(0, 2, 1).to(image.dtype)
-        out[s:e, c0:c1] = torch.where(keep, new, src)
+            # paste through the mask: lerp is exact at both ends (m = 0: the source, bit for bit;
+            # m = 1: the mapped colour)
+            res = torch.lerp(xf, res, m)
+            if is_u8:
+                res.round_()
+            out[s:e, c0:c1].copy_(res.permute(0, 2, 1))
+
+    _parallel_bands(do_strip, list(range(r0, r1, strip_rows)))
     return out
 
 
@@ -541,32 +571,131 @@ def _harmonize_one(
     flip: bool,
     grid: Union[int, Tuple[int, int]],
     reg: float,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     H, W = img.shape[:2]
     if policy == "native":
-        return _harmonize_native(img, msk, model, domain, flip)
+        return _harmonize_native(img, msk, model, domain, flip, precision)
     comp_lr = _downsample(img, size)
     mask_lr = _downsample(msk, size)
-    pred = predict_lowres(model, comp_lr, mask_lr, domain=domain, flip=flip)[0].float().cpu()
+    pred = predict_lowres(model, comp_lr, mask_lr, domain=domain, flip=flip, precision=precision)[0].float().cpu()
     if policy == "resize":
         return _upsample_image(pred, H, W, img.dtype)
     maps = fit_color_grid(comp_lr[0], pred, mask_lr[0, 0], grid=grid, reg=reg)
     return apply_color_grid(img, msk, maps)
 
 
-def _harmonize_native(img: torch.Tensor, msk: torch.Tensor, model: Any, domain: Optional[str], flip: bool) -> torch.Tensor:
+NATIVE_BAND_PIXELS = 1 << 18
+"""Full-resolution pixels :func:`harmonize` renders and pastes at once in the ``"native"`` policy."""
+
+
+def _harmonize_native(
+    img: torch.Tensor, msk: torch.Tensor, model: Any, domain: Optional[str], flip: bool, precision: str = "fp32"
+) -> torch.Tensor:
     """Full-resolution models (``model.native_resolution``): the model sees the whole image and
     makes its own low-resolution view; the prediction is pasted through the mask, and pixels
-    where the mask is 0 are returned unchanged, bit for bit."""
+    where the mask is 0 are returned unchanged, bit for bit.
+
+    Models with a ``fullres_plan(composite, mask)`` method (PCT-Net, Harmonizer) run their
+    network once and then render only the foreground's bounding box, in bands of rows, straight
+    from the uint8 (or float) image into the output: no full-size float copy is made."""
+    plan_fn = getattr(model, "fullres_plan", None)
+    if plan_fn is not None and not flip:
+        return _harmonize_planned(img, msk, model, plan_fn, domain, precision)
     comp = _unit(img.permute(2, 0, 1).unsqueeze(0).contiguous())
     m = _unit(msk.unsqueeze(0).unsqueeze(0).contiguous())
-    pred = predict_lowres(model, comp, m, domain=domain, flip=flip)[0].float().clamp(0.0, 1.0).permute(1, 2, 0)
-    mm = m[0, 0].unsqueeze(-1)
-    out = comp[0].permute(1, 2, 0) * (1.0 - mm) + pred * mm
+    pred = predict_lowres(model, comp, m, domain=domain, flip=flip, precision=precision)[0].float().clamp(0.0, 1.0).permute(1, 2, 0)
+    if getattr(model, "composites_with_mask", False):
+        out = pred  # the model pasted its result through this mask already
+    else:
+        mm = m[0, 0].unsqueeze(-1)
+        out = comp[0].permute(1, 2, 0) * (1.0 - mm) + pred * mm
     keep = (msk == 0).unsqueeze(-1)
     if img.dtype == torch.uint8:
         return torch.where(keep, img, out.mul(255.0).round_().to(torch.uint8))
     return torch.where(keep, img, out.to(img.dtype))
+
+
+def _parallel_bands(fn: Callable[[int], None], starts: Sequence[int]) -> None:
+    """``fn(start)`` for every band, spread over ``torch.get_num_threads()`` Python threads, each
+    running its tensor ops single-threaded: one band per thread instead of one thread team per
+    (small) op, which is faster and does not collapse on a busy machine (many short parallel
+    regions wait on each other). The thread setting is restored afterwards."""
+    n = torch.get_num_threads()
+    if n <= 1 or len(starts) <= 1:
+        for s in starts:
+            fn(s)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            for f in [pool.submit(fn, s) for s in starts]:
+                f.result()
+    finally:
+        torch.set_num_threads(n)
+
+
+def _foreground_box(msk: torch.Tensor) -> Optional[Tuple[int, int, int, int]]:
+    """``(r0, r1, c0, c1)``: the bounding box of ``msk > 0`` (``(H, W)``), or ``None`` if empty."""
+    rows = torch.nonzero(msk.amax(dim=1) > 0).flatten()
+    if rows.numel() == 0:
+        return None
+    cols = torch.nonzero(msk[int(rows[0]):int(rows[-1]) + 1].amax(dim=0) > 0).flatten()
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _harmonize_planned(
+    img: torch.Tensor, msk: torch.Tensor, model: Any, plan_fn: Callable[..., Any], domain: Optional[str], precision: str
+) -> torch.Tensor:
+    """The ``"native"`` policy through ``model.fullres_plan``: same result as the model's own
+    forward pasted through the mask (up to float rounding), rendered band by band over the
+    foreground's bounding box; the network runs under ``precision`` on the model's device, the
+    colour step in float32 on the CPU."""
+    _default_domain(model, domain)  # validates: these models have no domains
+    dev = _model_device(model)
+    n_threads = torch.get_num_threads()
+    plan_threads = getattr(model, "plan_threads", None)  # a tiny network: fewer intra-op threads
+    if plan_threads and dev.type == "cpu" and plan_threads < n_threads:
+        torch.set_num_threads(int(plan_threads))
+    try:
+        with _eval_mode(model), _autocast(precision, dev):
+            plan = plan_fn(img.permute(2, 0, 1).unsqueeze(0).to(dev), msk.unsqueeze(0).unsqueeze(0).to(dev))
+    finally:
+        torch.set_num_threads(n_threads)
+    plan = plan.to("cpu")  # the full-resolution colour step: float32 on the CPU
+    out = img.clone()
+    box = _foreground_box(msk)
+    if box is None:
+        return out
+    r0, r1, c0, c1 = box
+    is_u8, mask_u8 = img.dtype == torch.uint8, msk.dtype == torch.uint8
+    blend = not getattr(model, "composites_with_mask", False)
+    band = max(1, int(getattr(model, "band_pixels", NATIVE_BAND_PIXELS)) // (c1 - c0))
+
+    def do_band(s: int) -> None:
+        e = min(s + band, r1)
+        with torch.inference_mode():
+            x = torch.empty(1, 3, e - s, c1 - c0).copy_(img[s:e, c0:c1].permute(2, 0, 1))
+            m = msk[s:e, c0:c1].to(torch.float32)[None, None]
+            if is_u8:
+                x.div_(255.0)
+            if mask_u8:
+                m.div_(255.0)
+            y = plan.render(x, m, rows=(s, e), cols=(c0, c1)).float().clamp_(0.0, 1.0)
+            if blend:  # composite * (1 - m) + prediction * m
+                y = x.mul_(torch.rsub(m, 1.0)).add_(y.nan_to_num_(0.0).mul_(m))
+            # where m == 0 this is x * 1 + y * 0 = x exactly, and round(255 * (v / 255)) == v for
+            # every uint8 v: background pixels come back bit for bit (tested)
+            if is_u8:
+                y.mul_(255.0).round_()
+            out[s:e, c0:c1].copy_(y[0].permute(1, 2, 0))
+
+    starts = list(range(r0, r1, band))
+    do_band(starts[0])  # serially first: fills the plan's caches for this column range
+    _parallel_bands(do_band, starts[1:])
+    return out
 
 
 _DEFAULT_CACHE: dict = {}
@@ -596,6 +725,7 @@ def harmonize(
     flip: bool = False,
     grid: Union[int, Tuple[int, int]] = 16,
     reg: float = 0.03,
+    precision: str = "fp32",
 ) -> Any:
     """Harmonize a composite of any size.
 
@@ -617,6 +747,11 @@ def harmonize(
         flip: horizontal-flip test-time augmentation.
         grid, reg: nodes per axis and regularisation of the ``"full"`` colour maps
             (see :func:`fit_color_grid`).
+        precision: ``"fp32"`` (default) or ``"bf16"``: the low-resolution network runs under
+            ``torch.autocast(device, torch.bfloat16)`` on the model's device. The
+            full-resolution colour step (PCT-Net's per-pixel transforms, Harmonizer's filters,
+            the ``"full"`` colour maps, resizing and pasting) always runs in float32 on the
+            CPU, and the background stays bit exact in both precisions.
 
     Returns:
         The harmonized image as the kind of object given (a path gives an 8-bit PIL image), at
@@ -631,6 +766,7 @@ def harmonize(
     """
     if policy is not None and policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; expected one of {POLICIES}")
+    _check_precision(precision)
     net = default_model() if model is None else _resolve_model(model)
     if policy is None:
         policy = "native" if getattr(net, "native_resolution", False) else "resize"
@@ -647,7 +783,7 @@ def harmonize(
                 f"mask: expected (B, 1, H, W) with B = {composite.shape[0]}, got shape {tuple(masks.shape)}"
             )
         outs = [
-            harmonize(c, m, net, policy, domain=domain, size=size, flip=flip, grid=grid, reg=reg)
+            harmonize(c, m, net, policy, domain=domain, size=size, flip=flip, grid=grid, reg=reg, precision=precision)
             for c, m in zip(composite, masks)
         ]
         return torch.stack(outs)
@@ -664,5 +800,5 @@ def harmonize(
             f"{msk.shape[1]}x{msk.shape[0]}"
             + (f" ({mask})" if isinstance(mask, (str, os.PathLike)) else "")
         )
-    res = _harmonize_one(img, msk, net, policy, size or tuple(img.shape[:2]), domain, flip, grid, reg)
+    res = _harmonize_one(img, msk, net, policy, size or tuple(img.shape[:2]), domain, flip, grid, reg, precision)
     return _hwc_to_kind(res, kind, composite, alpha)

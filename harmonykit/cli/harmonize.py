@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model argument for a registry-name MODEL (e.g. ch=8), repeatable")
     parser.add_argument("--domain", default=None, help="domain of multi-domain models (default real)")
     parser.add_argument("--flip", action="store_true", help="horizontal-flip test-time augmentation")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: the low-resolution network under torch.autocast(bfloat16) on the model's device; the "
+                             "full-resolution colour step stays float32 on the CPU (default fp32)")
     parser.add_argument("--real", default=None, help="ground truth for the comparison grid (single pair)")
     parser.add_argument("--grid", action="store_true", help="also write <output>_grid.png comparison images")
     parser.add_argument("--grid-height", type=int, default=256, help="row height of the comparison grid (px)")
@@ -87,7 +90,8 @@ def _one(net, comp_path, mask_path, out_path, args, real_path=None):
     if mask.shape != (h, w):
         raise ValueError(f"mask size mismatch: {comp_path} is {w}x{h} but {mask_path} is {mask.shape[1]}x{mask.shape[0]}")
     policy = args.policy or ("native" if getattr(net, "native_resolution", False) else "full")
-    out = harmonize(comp.rgb, mask, net, policy, domain=args.domain, flip=args.flip, grid=args.color_grid)
+    out = harmonize(comp.rgb, mask, net, policy, domain=args.domain, flip=args.flip, grid=args.color_grid,
+                    precision=getattr(args, "precision", "fp32"))
     out_path = Path(out_path)
     bits = write_image(out_path, out, alpha=comp.alpha, bits=comp.bits)
     if args.grid:

@@ -51,6 +51,7 @@ __all__ = [
     "HighlightFilter",
     "ShadowFilter",
     "FILTER_TYPES",
+    "FilterPlan",
     "checkpoint_filter_fn",
     "harmonizer",
 ]
@@ -271,6 +272,204 @@ FILTER_TYPES: Dict[str, type] = {
 
 
 # --------------------------------------------------------------------------------------------
+# the six filters fused, in bands of rows (full-resolution inference)
+# --------------------------------------------------------------------------------------------
+def temperature_gains(means: torch.Tensor, x: torch.Tensor, eps: float = TemperatureFilter.eps) -> torch.Tensor:
+    """Per-channel gains of :class:`TemperatureFilter` (the filter is ``clamp(gain_c * image_c)``).
+
+    ``means (B, 3, 1, 1)``: channel means of the image; ``x (B, 1, 1, 1)`` in [-1, 1].
+    Returns ``(B, 3, 1, 1)`` (the official arithmetic, scalar by scalar)."""
+    mr, mg, mb = means[:, 0:1], means[:, 1:2], means[:, 2:3]
+    gray = (mr + mg + mb) / 3
+    ar, ag, ab = 1 - gray / (mr + eps), 1 - gray / (mg + eps), 1 - gray / (mb + eps)
+    pos, neg, zero = (x > 0).float(), (x < 0).float(), (x == 0).float()
+    shift = x * torch.sign(x)
+    mr2, mg2, mb2 = mr + shift * neg, mg + shift * 0.5 * (1 - zero), mb + shift * pos
+    gray2 = (mr2 + mg2 + mb2) / 3
+    return torch.cat((gray2 / (mr2 + eps) + ar, gray2 / (mg2 + eps) + ag, gray2 / (mb2 + eps) + ab), dim=1)
+
+
+def brightness_gain(x: torch.Tensor, eps: float = BrightnessFilter.eps) -> torch.Tensor:
+    """:class:`BrightnessFilter` scales the HSV value, i.e. every channel: ``clamp(gain * image)``
+    (equal to the HSV round trip up to float rounding). ``x (B, 1, 1, 1)`` -> ``(B, 1, 1, 1)``."""
+    pos = (x >= 0).float()
+    return (1 / ((1 - x) + eps)) * pos + (x + 1) * (1 - pos)
+
+
+def contrast_gain(x: torch.Tensor) -> torch.Tensor:
+    """:class:`ContrastFilter`'s ``k`` in ``image + (image - mean) * k``; ``(B, 1, 1, 1)``."""
+    pos = (x > 0).float()
+    k = 255 / (256 - torch.floor(x * 255)) - 1
+    return x * (1 - pos) + k * pos
+
+
+def _temperature_brightness_(image: torch.Tensor, gains: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The first two filters in place on a float band ``(B, 3, h, w)``."""
+    return image.mul_(gains).clamp_(0.0, 1.0).mul_(alpha).clamp_(0.0, 1.0)
+
+
+class FilterPlan:
+    """The six white-box filters reduced to per-image constants, applied band by band.
+
+    The temperature and contrast filters read whole-image means (of the composite, and of the
+    image after temperature + brightness); once those are known every filter is per pixel, so
+    any window of the full-resolution output can be computed on its own
+    (:meth:`render`). Equal to :meth:`FilterHarmonizer.restore_image`'s last output up to float
+    rounding.
+
+    Args:
+        arguments: ``(B, 6)`` filter arguments (clamped to [-1, 1] here).
+        means: ``(B, 3)`` channel means of the full composite (float64 or float32).
+        threshold: ``(B,)`` mean of the image after the first two filters (the contrast
+            filter's pivot), or ``None`` to be set later with :meth:`set_threshold`.
+    """
+
+    eps = SaturationFilter.eps
+
+    def __init__(self, arguments: torch.Tensor, means: torch.Tensor, threshold: Optional[torch.Tensor] = None) -> None:
+        x = arguments.detach().float().clamp(-1, 1)
+        b = x.shape[0]
+        col = [x[:, i].reshape(b, 1, 1, 1) for i in range(x.shape[1])]
+        self.arguments = x
+        self.gains = temperature_gains(means.float().reshape(b, 3, 1, 1), col[0])
+        self.alpha = brightness_gain(col[1])
+        self.k = contrast_gain(col[2])
+        self.sat = col[3]
+        self.highlight_exp = col[4] + 1
+        self.shadow_exp = 1 - col[5]
+        self.threshold = None if threshold is None else threshold.float().reshape(b, 1, 1, 1)
+
+    def first_two(self, image: torch.Tensor) -> torch.Tensor:
+        """Temperature + brightness of a band ``(B, 3, h, w)`` (a new tensor)."""
+        return _temperature_brightness_(image.float().clone(), self.gains, self.alpha)
+
+    def lut(self, levels: int = 256) -> torch.Tensor:
+        """``(B, 3, levels)``: temperature + brightness of the values ``v / (levels - 1)``."""
+        v = torch.arange(levels, dtype=torch.float32).div_(levels - 1)
+        return _temperature_brightness_(v.expand(self.gains.shape[0], 3, levels).clone(), self.gains.reshape(-1, 3, 1), self.alpha.reshape(-1, 1, 1))
+
+    def set_threshold(self, threshold: torch.Tensor) -> None:
+        self.threshold = threshold.float().reshape(-1, 1, 1, 1)
+
+    def to(self, device: Any) -> "FilterPlan":
+        """Move the per-image constants (in place); returns ``self``."""
+        for k, v in vars(self).items():
+            if isinstance(v, torch.Tensor):
+                setattr(self, k, v.to(device))
+        return self
+
+    def render(self, composite: torch.Tensor, mask: torch.Tensor, rows: Any = None, cols: Any = None) -> torch.Tensor:
+        """Filtered and pasted window: ``composite (B, 3, h, w)``, ``mask (B, 1, h, w)`` in
+        [0, 1] -> ``(B, 3, h, w)`` in [0, 1] (``filtered * mask + composite * (1 - mask)``).
+        ``rows`` / ``cols`` (the window's place in the image) are not needed: every filter is
+        per pixel once the plan is made.
+
+        Fused and in place; equal to the official filters up to float rounding: the HSV round
+        trip of the brightness filter is a plain scaling, the saturation branch
+        ``s if x + s > 1 else 1 - x`` is ``max(s, 1 - x)``, and the highlight / shadow powers are
+        ``exp(e * log(v))``."""
+        if self.threshold is None:
+            raise RuntimeError("FilterPlan.render: the contrast threshold is not set (set_threshold)")
+        eps = self.eps
+        one = self.arguments.shape[0] == 1  # one image: per-image constants as Python scalars
+
+        def c(t: torch.Tensor) -> Union[float, torch.Tensor]:
+            return float(t) if one else t
+
+        comp = composite.float()
+        y = torch.mul(comp, self.gains).clamp_(0.0, 1.0)  # temperature
+        y.mul_(c(self.alpha)).clamp_(0.0, 1.0)  # brightness
+        t = torch.sub(y, c(self.threshold)).mul_(c(self.k))  # contrast: y + (y - mean) * k
+        y.add_(t).clamp_(0.0, 1.0)
+        # saturation (HSL), see SaturationFilter
+        cmin, cmax = y.amin(dim=1, keepdim=True), y.amax(dim=1, keepdim=True)
+        var, ran = torch.sub(cmax, cmin), cmax.add_(cmin)
+        mean = ran.mul(0.5)
+        # HSL saturation: var / (ran + eps) where mean < 0.5, else var / ((2 - ran) + eps)
+        sat = var.div_(torch.minimum(ran, torch.rsub(ran, 2.0)).add_(eps))
+        diff = torch.sub(y, mean, out=t)  # image - mean
+        x = self.sat
+        if bool((x >= 0).all()):
+            a = sat.clamp_(min=1 - x) if not one else sat.clamp_(min=1.0 - float(x))
+            y.addcmul_(diff, a.add_(eps).reciprocal_().sub_(1.0))
+        elif bool((x < 0).all()):
+            y = diff.mul_(c(1 + x)).add_(mean)
+        else:  # mixed signs in the batch: both branches, blended as the official filter
+            pos = (x >= 0).float()
+            a = torch.maximum(sat, 1 - x).add_(eps).reciprocal_().sub_(1.0)
+            a = a * pos + (1 + x) * (1 - pos)
+            y = (y * pos + mean * (1 - pos)).addcmul_(diff, a)
+        y.clamp_(0.0, 1.0)
+        # highlight: 1 - ((1 - y) + 1e-9) ** (1 + x); shadow: (y + 1e-9) ** (1 - x)
+        inv = y.neg_().add_(1.0).add_(1e-9).log_().mul_(c(self.highlight_exp)).exp_().clamp_(0.0, 1.0)
+        y = inv.neg_().add_(1.0)
+        y.add_(1e-9).log_().mul_(c(self.shadow_exp)).exp_().clamp_(0.0, 1.0)
+        # paste: y * mask + composite * (1 - mask) (a non-finite y never leaks into the background)
+        y.nan_to_num_(0.0)
+        m = mask.to(y.dtype)
+        return y.mul_(m).addcmul_(comp, torch.rsub(m, 1.0))
+
+
+def channel_histograms(composite: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, 256)`` int64 value counts of a uint8 ``(B, 3, H, W)`` image."""
+    return torch.stack([
+        torch.stack([torch.bincount(composite[i, ch].reshape(-1), minlength=256) for ch in range(3)])
+        for i in range(composite.shape[0])
+    ])
+
+
+def full_image_stats(plan: FilterPlan, composite: torch.Tensor, band_pixels: int = 1 << 20, hist: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The contrast pivot of :class:`FilterPlan` for ``composite (B, 3, H, W)``: the mean of
+    the image after temperature + brightness. Float input: in bands of rows (float64 sums);
+    uint8 input (``v / 255``): a 256-entry table weighted by the channel histograms ``hist``
+    (:func:`channel_histograms`, computed when not given). Returns ``(B,)`` float64."""
+    b, _, height, width = composite.shape
+    if composite.dtype == torch.uint8:
+        hist = channel_histograms(composite) if hist is None else hist
+        return (hist.double() * plan.lut(256).double().to(hist.device)).sum(dim=(1, 2)) / (3 * height * width)
+    band = max(1, band_pixels // max(width, 1))
+    tot = torch.zeros(b, dtype=torch.float64, device=composite.device)
+    for r0 in range(0, height, band):
+        tot += plan.first_two(composite[:, :, r0:r0 + band]).sum(dim=(1, 2, 3), dtype=torch.float64)
+    return tot / (3 * height * width)
+
+
+def channel_means(composite: torch.Tensor, hist: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``(B, 3)`` channel means of ``(B, 3, H, W)`` float in [0, 1] (float32, as the official
+    filter) or uint8 read as ``v / 255`` (float64, exact, from the histograms ``hist``)."""
+    if composite.dtype == torch.uint8:
+        hist = channel_histograms(composite) if hist is None else hist
+        levels = torch.arange(256, dtype=torch.float64, device=hist.device)
+        return (hist.double() * levels).sum(dim=2) / (255.0 * composite.shape[-2] * composite.shape[-1])
+    return composite.float().mean(dim=(2, 3))
+
+
+def bilinear_view(image: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """``F.interpolate(image, size, mode="bilinear", align_corners=False)`` (no antialias) of
+    ``(B, C, H, W)`` float, or of uint8 read as ``v / 255``: only the source rows and columns
+    the bilinear taps touch are converted (float rounding may differ from ``F.interpolate``)."""
+    if image.dtype != torch.uint8:
+        return F.interpolate(image.float(), size, mode="bilinear", align_corners=False)
+
+    def taps(n_in: int, n_out: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        scale = torch.tensor(n_in / n_out, dtype=torch.float32)
+        src = (scale * (torch.arange(n_out, dtype=torch.float32) + 0.5) - 0.5).clamp_(min=0)
+        i0 = src.long().clamp_(max=n_in - 1)
+        i1 = torch.where(i0 < n_in - 1, i0 + 1, i0)
+        lam = src - i0.float()
+        return i0, i1, lam
+
+    y0, y1, ly = taps(image.shape[-2], size[0])
+    x0, x1, lx = taps(image.shape[-1], size[1])
+    rows = torch.cat([y0, y1])
+    sub = image.index_select(-2, rows).float().div_(255.0)
+    sub = (1 - lx) * sub.index_select(-1, x0) + lx * sub.index_select(-1, x1)  # (B, C, 2h, w)
+    h = size[0]
+    ly = ly.view(-1, 1)
+    return (1 - ly) * sub[..., :h, :] + ly * sub[..., h:, :]
+
+
+# --------------------------------------------------------------------------------------------
 # the model
 # --------------------------------------------------------------------------------------------
 Arguments = Union[torch.Tensor, Sequence[torch.Tensor]]
@@ -290,6 +489,11 @@ class FilterHarmonizer(Harmonizer):
     """
 
     native_resolution = True  # the filters run on the full image; the encoder sees a 256 view
+    composites_with_mask = True  # .image is already pasted on the background through the mask
+    band_pixels: int = 1 << 18  # full-resolution pixels filtered at once (inference)
+    plan_threads: int = 1  # harmonize(): the 256x256 encoder (~0.4 GFLOP, ~300 small ops) runs
+    # single-threaded: with more intra-op threads it is dominated by OpenMP synchronisation, and
+    # on a shared machine each of its parallel regions waits for a time slice
 
     filter_names: Tuple[str, ...] = tuple(FILTER_TYPES)
 
@@ -387,8 +591,38 @@ class FilterHarmonizer(Harmonizer):
                     f"composite_lowres has batch {composite_lowres.shape[0]}, composite has {composite.shape[0]}"
                 )
         arguments = self.encode_arguments(composite_lowres, mask_lowres)
-        image = self.restore_image(composite, mask, arguments)[-1]
+        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        if tracing or (torch.is_grad_enabled() and (arguments.requires_grad or composite.requires_grad)):
+            image = self.restore_image(composite, mask, arguments)[-1]  # autograd / export: the official chain
+        else:  # inference: the fused filters, band by band
+            plan = self.plan_from_arguments(arguments, composite)
+            image = torch.empty_like(composite, dtype=torch.float32)
+            height, width = composite.shape[-2:]
+            band = max(1, self.band_pixels // max(width, 1))
+            for r0 in range(0, height, band):
+                image[:, :, r0:r0 + band] = plan.render(composite[:, :, r0:r0 + band], mask[:, :, r0:r0 + band])
         return HarmonizationOutput(image=image, image_normalized=image, extras={"arguments": arguments})
+
+    # -- full-resolution inference in windows ----------------------------------------------------
+    def plan_from_arguments(self, arguments: torch.Tensor, composite: torch.Tensor) -> FilterPlan:
+        """The :class:`FilterPlan` of ``arguments (B, 6)`` for ``composite (B, 3, H, W)`` (float
+        in [0, 1], or uint8 read as ``v / 255``): whole-image means computed here."""
+        hist = channel_histograms(composite) if composite.dtype == torch.uint8 else None
+        plan = FilterPlan(arguments.float(), channel_means(composite, hist))
+        plan.set_threshold(full_image_stats(plan, composite, self.band_pixels, hist))
+        return plan
+
+    def fullres_plan(self, composite: torch.Tensor, mask: torch.Tensor) -> FilterPlan:
+        """Run the network and return what renders any window of the full-resolution output.
+
+        ``composite (B, 3, H, W)`` float in [0, 1] or uint8 (``v / 255``), ``mask (B, 1, H, W)``
+        float in [0, 1] or uint8 (``v / 255``). ``plan.render(composite_window, mask_window)``
+        (float in [0, 1]) gives ``.image`` on that window up to float rounding; the network runs
+        under any active autocast, the filters in float32."""
+        size = self.input_size
+        m = bilinear_view(mask, size) if mask.dtype == torch.uint8 else F.interpolate(mask.float(), size, mode="bilinear", align_corners=False)
+        arguments = self.encode_arguments(bilinear_view(composite, size), m).float()
+        return self.plan_from_arguments(arguments, composite)
 
 
 # --------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from harmonykit.registry import BACKBONES
 __all__ = [
     "PCTNetCNN",
     "PCTNetViT",
+    "PCTPlan",
     "ViTParamEncoder",
     "apply_color_transform",
     "bicubic_resize",
@@ -78,9 +79,10 @@ def official_lowres_view(
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """The official inference code's low-resolution view (needs ``opencv-python-headless``).
 
-    ``composite (B, 3, H, W)`` in [0, 1] is quantised to uint8 (``round(255 x)``) and resized
+    ``composite (B, 3, H, W)`` in [0, 1] is quantised to uint8 (``round(255 x)``; a uint8
+    composite is taken as is) and resized
     with ``cv2.resize(img, (size, size))`` (INTER_LINEAR), then divided by 255; the mask
-    ``(B, 1, H, W)`` is resized in float64 the same way. ``size``: a side or ``(h, w)``.
+    ``(B, 1, H, W)`` (float, or uint8 read as ``v / 255``) is resized in float64 the same way. ``size``: a side or ``(h, w)``.
     Returns float tensors on the input's device and dtype: ``(B, 3, h, w)`` and
     ``(B, 1, h, w)`` (or ``None``).
     """
@@ -94,14 +96,22 @@ def official_lowres_view(
     import numpy as np
 
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    u8 = composite.detach().float().mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    if composite.dtype == torch.uint8:  # already quantised (0..255)
+        u8 = composite.detach().permute(0, 2, 3, 1).cpu().numpy()
+    else:
+        u8 = composite.detach().float().mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    out_dtype = torch.float32 if composite.dtype == torch.uint8 else composite.dtype
     comp = np.stack([cv2.resize(np.ascontiguousarray(c), (w, h), interpolation=cv2.INTER_LINEAR) for c in u8])
-    comp_t = torch.from_numpy(comp).permute(0, 3, 1, 2).to(composite.device).float().div(255.0).to(composite.dtype)
+    comp_t = torch.from_numpy(comp).permute(0, 3, 1, 2).to(composite.device).float().div(255.0).to(out_dtype)
     if mask is None:
         return comp_t, None
-    m64 = mask.detach()[:, 0].cpu().double().numpy()
+    m = mask.detach()[:, 0]
+    mask_dtype = torch.float32 if m.dtype == torch.uint8 else mask.dtype
+    if m.dtype == torch.uint8:  # 0..255, as the float mask v / 255
+        m = m.float().div_(255.0)
+    m64 = m.cpu().double().numpy()
     m = np.stack([cv2.resize(np.ascontiguousarray(x), (w, h), interpolation=cv2.INTER_LINEAR) for x in m64])
-    return comp_t, torch.from_numpy(m)[:, None].float().to(device=mask.device, dtype=mask.dtype)
+    return comp_t, torch.from_numpy(m)[:, None].float().to(device=mask.device, dtype=mask_dtype)
 
 
 _CUBIC_A = -0.75  # torch's (and OpenCV's) bicubic kernel
@@ -137,13 +147,15 @@ def _window_matrix(idx: torch.Tensor, weights: torch.Tensor, start: int, stop: i
     return m
 
 
-def bicubic_resize_width(x: torch.Tensor, width: int, block: int = 512) -> torch.Tensor:
+def bicubic_resize_width(x: torch.Tensor, width: int, block: int = 512, cols: Optional[Tuple[int, int]] = None) -> torch.Tensor:
     """Bicubic resize of ``(B, C, h, w)`` along W only (``align_corners=False``), by blocks
-    of output columns, each a small matrix product over its source-column window."""
+    of output columns, each a small matrix product over its source-column window.
+    ``cols = (c0, c1)``: only those output columns (``(B, C, h, c1 - c0)``)."""
     idx, wts = bicubic_taps(x.shape[-1], width, x.device, x.dtype)
+    start, stop = cols if cols is not None else (0, width)
     out = []
-    for c0 in range(0, width, block):
-        c1 = min(width, c0 + block)
+    for c0 in range(start, stop, block):
+        c1 = min(stop, c0 + block)
         s0, s1 = int(idx[:, c0:c1].min()), int(idx[:, c0:c1].max()) + 1
         out.append(torch.matmul(x[..., s0:s1], _window_matrix(idx[:, c0:c1], wts[:, c0:c1], s0, s1).t()))
     return torch.cat(out, dim=-1)
@@ -192,43 +204,112 @@ def fold_normalization(params: torch.Tensor, mean: Sequence[float], std: Sequenc
     return torch.cat([m * inv_std.repeat(3).view(1, 9, 1, 1), b], dim=1)
 
 
+class PCTPlan:
+    """PCT-Net's full-resolution step for one low-resolution prediction, window by window.
+
+    Holds the folded parameter maps (and the CNN's attention) at low resolution; :meth:`render`
+    upsamples them (bicubic, as ``F.interpolate(..., mode="bicubic", align_corners=False)``,
+    separably: along W once per column range, then along H for the window's rows) and applies
+    ``y = clamp(M x + b, 0, 1)``, ``x + A (y - x)`` with A the upsampled attention (CNN) or the
+    mask (ViT). Float32 on the [0, 1] scale.
+
+    Args:
+        config: :meth:`_PCTNetBase.pct_config` values.
+        params: ``(B, 12, h, w)`` in the network's input normalisation (folded here).
+        blend: ``(B, 1, h, w)`` attention (used with ``config["blend_with_attention"]``).
+        height, width: the full-resolution size.
+    """
+
+    def __init__(self, config: Dict[str, Any], params: torch.Tensor, blend: torch.Tensor, height: int, width: int) -> None:
+        self.attention = bool(config["blend_with_attention"])
+        p = params if _identity_normalization(config) else fold_normalization(params, config["mean"], config["std"])
+        p = p[:, _COLUMN_MAJOR]  # channels [M[:, 0], M[:, 1], M[:, 2], b]: contiguous slices below
+        self.maps = torch.cat([p, blend.to(p.dtype)], dim=1) if self.attention else p
+        self.height, self.width = int(height), int(width)
+        self.taps = bicubic_taps(self.maps.shape[-2], self.height, self.maps.device, self.maps.dtype)
+        self._cols: Optional[Tuple[int, int]] = None
+        self._rows_first: Optional[torch.Tensor] = None
+
+    def to(self, device: Any) -> "PCTPlan":
+        """Move the maps (in place); returns ``self``."""
+        self.maps = self.maps.to(device)
+        self.taps = tuple(t.to(device) for t in self.taps)
+        self._cols, self._rows_first = None, None
+        return self
+
+    def _width_resized(self, cols: Tuple[int, int]) -> torch.Tensor:
+        """``(h, B * C * (c1 - c0))``: the maps resized along W for columns ``cols``, one
+        low-resolution row per matrix row (so a window of rows is one matrix product)."""
+        if self._cols != cols:
+            mw = bicubic_resize_width(self.maps, self.width, cols=cols)  # (B, C, h, wb)
+            self._rows_first = mw.permute(2, 0, 1, 3).reshape(mw.shape[2], -1).contiguous()
+            self._cols = cols
+        return self._rows_first
+
+    def upsampled(self, rows: Tuple[int, int], cols: Tuple[int, int]) -> torch.Tensor:
+        """``(B, C, r1 - r0, c1 - c0)`` full-resolution maps of the window (a strided view)."""
+        (r0, r1), (c0, c1) = rows, cols
+        rf = self._width_resized((c0, c1))
+        iy, wy = self.taps
+        s0, s1 = int(iy[:, r0:r1].min()), int(iy[:, r0:r1].max()) + 1
+        up = torch.matmul(_window_matrix(iy[:, r0:r1], wy[:, r0:r1], s0, s1), rf[s0:s1])  # (n, B * C * wb)
+        b, ch = self.maps.shape[:2]
+        return up.view(r1 - r0, b, ch, c1 - c0).permute(1, 2, 0, 3)
+
+    def render(self, composite: torch.Tensor, mask: torch.Tensor, rows: Optional[Tuple[int, int]] = None, cols: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """``composite (B, 3, n, wb)``, ``mask (B, 1, n, wb)`` in [0, 1]: the window at ``rows``
+        / ``cols`` (default: the whole image) -> ``(B, 3, n, wb)``, the model's ``.image``
+        there."""
+        rows = rows if rows is not None else (0, self.height)
+        cols = cols if cols is not None else (0, self.width)
+        up = self.upsampled(rows, cols)
+        x = composite.to(up.dtype)
+        a = up[:, NUM_PARAMS:] if self.attention else mask.to(up.dtype)
+        y = torch.addcmul(up[:, 9:12], up[:, 0:3], x[:, 0:1])
+        y.addcmul_(up[:, 3:6], x[:, 1:2]).addcmul_(up[:, 6:9], x[:, 2:3]).clamp_(0, 1).sub_(x).nan_to_num_(0.0)
+        return torch.addcmul(x, a, y)
+
+
 def pct_fullres(
     config: Dict[str, Any], composite: torch.Tensor, mask: torch.Tensor, params: torch.Tensor, blend: torch.Tensor
 ) -> torch.Tensor:
     """The official full-resolution branch on the [0, 1] scale, in bands of rows.
 
-    ``params`` ``(B, 12, h, w)`` (folded onto the [0, 1] image, :func:`fold_normalization`)
-    and, with ``config["blend_with_attention"]`` (CNN), the blend map ``(B, 1, h, w)`` are
-    upsampled bicubic (as ``F.interpolate(..., mode="bicubic", align_corners=False)``,
-    separably: along W at low resolution once, then along H band by band); per band
-    ``y = clamp(M x + b, 0, 1)`` and ``x + A (y - x)`` with A the upsampled attention (CNN) or
-    the full-resolution mask (ViT). At most ``config["band_pixels"]`` pixels are processed at
-    once (bounded memory at 4K). Returns ``(B, 3, H, W)`` on the [0, 1] scale; its
-    normalisation is the official ``images_fullres``.
+    ``params`` ``(B, 12, h, w)`` (in the network's input normalisation; folded onto the [0, 1]
+    image, :func:`fold_normalization`) and, with ``config["blend_with_attention"]`` (CNN), the
+    blend map ``(B, 1, h, w)`` are upsampled bicubic (as ``F.interpolate(..., mode="bicubic",
+    align_corners=False)``, separably: along W at low resolution once, then along H band by
+    band); per band ``y = clamp(M x + b, 0, 1)`` and ``x + A (y - x)`` with A the upsampled
+    attention (CNN) or the full-resolution mask (ViT). At most ``config["band_pixels"]``
+    pixels are processed at once (bounded memory at 4K). Returns ``(B, 3, H, W)`` on the
+    [0, 1] scale; its normalisation is the official ``images_fullres``. Without autograd this
+    is :class:`PCTPlan` band by band.
     """
     b, _, height, width = composite.shape
+    band = max(1, min(height, int(config["band_pixels"]) // max(width, 1)))
+    if not torch.is_grad_enabled():  # inference: fused, in place
+        plan = PCTPlan(config, params, blend, height, width)
+        out = torch.empty(b, 3, height, width, dtype=plan.maps.dtype, device=composite.device)
+        for r0 in range(0, height, band):
+            r1 = min(height, r0 + band)
+            out[:, :, r0:r1] = plan.render(composite[:, :, r0:r1], mask[:, :, r0:r1], rows=(r0, r1))
+        return out
     attention = bool(config["blend_with_attention"])
     p = params if _identity_normalization(config) else fold_normalization(params, config["mean"], config["std"])
     p = p[:, _COLUMN_MAJOR]  # channels [M[:, 0], M[:, 1], M[:, 2], b]: contiguous slices below
     maps = torch.cat([p, blend.to(p.dtype)], dim=1) if attention else p
     maps = bicubic_resize_width(maps, width)  # (B, C, h, W)
     taps = bicubic_taps(maps.shape[-2], height, maps.device, maps.dtype)
-    band = max(1, min(height, int(config["band_pixels"]) // max(width, 1)))
     out = composite.new_empty(b, 3, height, width, dtype=maps.dtype)
-    grad = torch.is_grad_enabled()
-    for r0 in range(0, height, band):
+    for r0 in range(0, height, band):  # out-of-place: autograd
         r1 = min(height, r0 + band)
         up = bicubic_resize_height_rows(maps, height, r0, r1, taps)
         x = composite[:, :, r0:r1].to(maps.dtype)
         a = up[:, NUM_PARAMS:] if attention else mask[:, :, r0:r1].to(maps.dtype)
         y = torch.addcmul(up[:, 9:12], up[:, 0:3], x[:, 0:1])
-        if grad:  # out-of-place: autograd
-            y = torch.addcmul(y, up[:, 3:6], x[:, 1:2])
-            y = torch.addcmul(y, up[:, 6:9], x[:, 2:3]).clamp(0, 1)
-            out[:, :, r0:r1] = torch.addcmul(x, a, y - x)
-        else:  # in place (inference at 4K: fewer passes over memory)
-            y.addcmul_(up[:, 3:6], x[:, 1:2]).addcmul_(up[:, 6:9], x[:, 2:3]).clamp_(0, 1).sub_(x)
-            torch.addcmul(x, a, y, out=out[:, :, r0:r1])
+        y = torch.addcmul(y, up[:, 3:6], x[:, 1:2])
+        y = torch.addcmul(y, up[:, 6:9], x[:, 2:3]).clamp(0, 1)
+        out[:, :, r0:r1] = torch.addcmul(x, a, y - x)
     return out
 
 
@@ -262,7 +343,7 @@ class _PCTNetBase(Harmonizer):
     std: Tuple[float, float, float]
     lowres_size: int
     blend_with_attention: bool
-    band_pixels: int = 1 << 20  # full-resolution pixels processed at once
+    band_pixels: int = 1 << 16  # full-resolution pixels processed at once (small: cache-resident bands)
     native_resolution = True  # the transform is applied to the whole full-resolution image
 
     def pct_config(self) -> Dict[str, Any]:
@@ -313,6 +394,18 @@ class _PCTNetBase(Harmonizer):
 
     def check_lowres_size(self, height: int, width: int) -> None:
         """Raise ``ValueError`` when the backbone cannot run on an ``height x width`` view."""
+
+    def fullres_plan(self, composite: torch.Tensor, mask: torch.Tensor) -> PCTPlan:
+        """Run the network once and return what renders any window of ``.image``.
+
+        ``composite (B, 3, H, W)`` float in [0, 1] or uint8 (0..255), ``mask (B, 1, H, W)``
+        float in [0, 1] or uint8 (``v / 255``). ``plan.render(composite_window, mask_window,
+        rows=(r0, r1), cols=(c0, c1))`` (float windows in [0, 1]) equals ``.image`` there up to
+        float rounding. The network runs under any active autocast; the plan is float32."""
+        comp_lr, mask_lr = self.lowres_view(composite, mask)
+        x_lr = self.normalize(comp_lr)
+        params, blend = self.predict(x_lr, mask_lr.to(x_lr.dtype))
+        return PCTPlan(self.pct_config(), params.float(), blend.float(), composite.shape[-2], composite.shape[-1])
 
     def forward(
         self,
@@ -426,6 +519,23 @@ class PCTNetCNN(_PCTNetBase, StageBackbone):
         return StageOutput(image=image, image_normalized=image_normalized, features_in=f, features_out=g, extras=extras)
 
 
+def encoder_layer_sdpa(layer: nn.TransformerEncoderLayer, x: torch.Tensor) -> torch.Tensor:
+    """Eval-mode forward of a post-norm ``nn.TransformerEncoderLayer`` (``batch_first``, no
+    masks, dropout off) with :func:`F.scaled_dot_product_attention`: equal to ``layer(x)`` up
+    to float rounding, faster on CPU than the built-in fast path (fused attention, no
+    ``(L, L)`` attention matrix in memory). ``x (B, L, D)`` -> ``(B, L, D)``."""
+    if layer.norm_first:  # pragma: no cover - PCT-Net's layers are post-norm
+        raise NotImplementedError("encoder_layer_sdpa: pre-norm layers are not used by PCT-Net")
+    attn = layer.self_attn
+    b, n, d = x.shape
+    h = attn.num_heads
+    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
+    o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+    o = F.linear(o.transpose(1, 2).reshape(b, n, d), attn.out_proj.weight, attn.out_proj.bias)
+    x = layer.norm1(x + o)
+    return layer.norm2(x + layer.linear2(layer.activation(layer.linear1(x))))
+
+
 class ViTParamEncoder(nn.Module):
     """The PCT-Net ViT: 4x4 patches of ``[image, mask]`` -> Linear(64, 256) -> transformer
     encoder (post-norm, GELU, dropout 0.1) -> ConvTranspose2d(k=s=4) -> tanh.
@@ -456,7 +566,12 @@ class ViTParamEncoder(nn.Module):
         hp, wp = h // p, w // p
         # (B, C, hp, p, wp, p) -> (B, hp*wp, p*p*C): patch pixels row-major, channels last
         tokens = x.reshape(b, c, hp, p, wp, p).permute(0, 2, 4, 3, 5, 1).reshape(b, hp * wp, p * p * c)
-        tokens = self.transformer(self.patch_embed(tokens))
+        tokens = self.patch_embed(tokens)
+        if self.training:
+            tokens = self.transformer(tokens)
+        else:  # the same layers with F.scaled_dot_product_attention (fused, exact up to rounding)
+            for layer in self.transformer.layers:
+                tokens = encoder_layer_sdpa(layer, tokens)
         grid = tokens.transpose(1, 2).reshape(b, -1, hp, wp)
         return torch.tanh(self.unpatch(grid))
 
@@ -475,6 +590,7 @@ class PCTNetViT(_PCTNetBase):
     """
 
     blend_with_attention = False
+    composites_with_mask = True  # .image is pasted on the composite through the mask
     mean = (0.0, 0.0, 0.0)
     std = (1.0, 1.0, 1.0)
 
