@@ -112,10 +112,15 @@ def _official_route(args, comp, mask):
         predictor = Predictor(PCTNet(**BMCONFIGS[config]["params"]), torch.device("cpu"), use_attn=use_attn, mean=mean, std=std)
         mask_f = np.asarray(mask).astype(np.float64) / 255  # cv2.imread(..., GRAYSCALE) / 255
 
-        def run():
+        def raw():
             comp_lr, mask_lr = cv2.resize(comp_u8, (256, 256)), cv2.resize(mask_f, (256, 256))
             _, pred = predictor.predict(comp_lr, comp_u8, mask_lr, mask_f)
-            return np.rint(pred).astype(np.uint8)  # what cv2.imwrite stores
+            return pred
+
+        def run():
+            return np.rint(raw()).astype(np.uint8)  # what cv2.imwrite stores
+        run.raw = lambda: np.asarray(raw(), dtype=np.float32)  # 0..255, before quantisation
+        run.state_dict = lambda: predictor.net.state_dict()
         return run
     if args.model == "harmonizer":
         import torchvision.transforms.functional as tf
@@ -125,12 +130,17 @@ def _official_route(args, comp, mask):
         net = official.Harmonizer().eval()
         mask_1 = mask.convert("1")
 
-        def run():
+        def raw():
             c, m = tf.to_tensor(comp)[None], tf.to_tensor(mask_1)[None]
             with torch.no_grad():
                 arguments = net.predict_arguments(c, m)
                 out = net.restore_image(c, m, arguments)[-1]
-            return (np.transpose(out[0].numpy(), (1, 2, 0)) * 255).astype(np.uint8)
+            return np.transpose(out[0].numpy(), (1, 2, 0)) * 255
+
+        def run():
+            return raw().astype(np.uint8)
+        run.raw = lambda: np.asarray(raw(), dtype=np.float32)  # 0..255, before quantisation
+        run.state_dict = lambda: net.state_dict()
         return run
     raise SystemExit(f"no official route for model {args.model!r}")
 
@@ -147,12 +157,18 @@ def child(args) -> None:
     except ImportError:  # pragma: no cover
         pass
     comp, mask = _load_pair(args.image)
+    verify = Path(args.verify) / f"{args.model}_official" if args.verify else None
     if args.route == "official":
         run = _official_route(args, comp, mask)
     else:
         from harmonykit.inference import harmonize
 
-        net = _model(args)
+        if verify is not None and verify.with_suffix(".pth").is_file():  # the official route's weights
+            import harmonykit
+
+            net = harmonykit.create_model(args.model, checkpoint_path=verify.with_suffix(".pth")).eval()
+        else:
+            net = _model(args)
         net.random_weights_ok = True
 
         def run():
@@ -170,7 +186,10 @@ def child(args) -> None:
     assert np.asarray(out).shape[:2] == (comp.size[1], comp.size[0])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     mp = comp.size[0] * comp.size[1] / 1e6
-    print(json.dumps({
+    check = {}
+    if verify is not None:
+        check = _verify(args, verify, run, out, comp, mask)
+    print(json.dumps({**check,
         "image": args.image, "size": list(comp.size), "megapixels": mp, "policy": args.policy, "model": args.model,
         "route": args.route, "precision": args.precision if args.route == "ours" else "fp32",
         "median_s": statistics.median(times), "min_s": min(times), "s_per_mp": statistics.median(times) / mp,
@@ -179,11 +198,43 @@ def child(args) -> None:
     }))
 
 
+def _verify(args, stem: Path, run, out, comp, mask) -> dict:
+    """``--verify``: the official route saves its weights and its float output (0..255, before
+    quantisation); ours, built from those weights, is compared with it at full resolution:
+    max |ours - official| in levels (ours is rounded to uint8, so <= 0.5 + the parity tolerance
+    of 1e-4 x 255 means equal) on the foreground, and whether every pixel where the mask is 0 is
+    the input's (ours always; the official PCT-Net CNN route returns the attention-blended
+    network output there, the ViT and Harmonizer routes paste through the mask)."""
+    import numpy as np
+    import torch
+
+    if args.route == "official":
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(run.state_dict(), stem.with_suffix(".pth"))
+        np.save(stem.with_suffix(".npy"), run.raw())
+        return {}
+    if not stem.with_suffix(".npy").is_file():
+        return {}
+    ref = np.load(stem.with_suffix(".npy"))
+    ours = np.asarray(out).astype(np.float32)
+    m = np.asarray(mask) > 0
+    bg = ~m
+    diff = np.abs(ours - ref)[m]  # the foreground: where harmonize() returns the model's output
+    return {
+        "verify_fg_max_abs_levels": float(diff.max()) if m.any() else 0.0,
+        "verify_fg_values_over_0.5": int((diff > 0.5 + 255e-4).sum()), "verify_fg_values": int(diff.size),
+        "verify_background_equal_input": bool((np.asarray(out)[bg] == np.asarray(comp)[bg]).all()),
+        "verify_official_background_equal_input": bool((np.rint(ref[bg]) == np.asarray(comp)[bg]).all()),
+    }
+
+
 def _run_child(args, image, policy, model=None, route="ours", precision="fp32", official_dir=None) -> dict:
     cmd = [sys.executable, __file__, "--_child", "--image", image, "--policy", policy, "--model", model or args.model,
            "--threads", str(args.threads), "--repeats", str(args.repeats), "--route", route, "--precision", precision]
     if official_dir:
         cmd += ["--official-dir", official_dir]
+    if args.verify:
+        cmd += ["--verify", args.verify]
     if model is None:
         for a in args.model_arg:
             cmd += ["--model-arg", a]
@@ -200,8 +251,8 @@ def compare(args, image: str) -> list:
     for model in args.compare:
         policy = "native" if model in official else "full"
         routes = [("ours", "fp32", None)]
-        if official.get(model):
-            routes.append(("official", "fp32", official[model]))
+        if official.get(model):  # with --verify the official route runs first: ours compares with its output
+            routes.insert(0 if args.verify else 1, ("official", "fp32", official[model]))
         routes.append(("ours", "bf16", None))
         runs = {r: [] for r in routes}
         for _ in range(args.rounds):
@@ -209,7 +260,11 @@ def compare(args, image: str) -> list:
                 runs[r].append(_run_child(args, image, policy, model=model, route=r[0], precision=r[1], official_dir=r[2]))
                 x = runs[r][-1]
                 print(f"  {model:11s} {r[0]:8s} {x['precision']:4s} wall {x['median_s']:.3f} s  CPU {x['cpu_s']:.3f} s  "
-                      f"peak RSS {x['peak_rss_mb']:.0f} MB  load {x['load_avg_1min']:.2f}", flush=True)
+                      f"peak RSS {x['peak_rss_mb']:.0f} MB  load {x['load_avg_1min']:.2f}"
+                      + (f"  vs official (foreground): max |diff| {x['verify_fg_max_abs_levels']:.3f} levels, "
+                         f"{x['verify_fg_values_over_0.5']} of {x['verify_fg_values']} values > 0.5 + 1e-4 x 255; "
+                         f"background = input: ours {x['verify_background_equal_input']}, official "
+                         f"{x['verify_official_background_equal_input']}" if "verify_fg_max_abs_levels" in x else ""), flush=True)
 
         def med(r, key="median_s"):
             return statistics.median(x[key] for x in runs[r]) if r in runs else None
@@ -317,6 +372,10 @@ def main() -> None:
     p.add_argument("--route", default="ours", help=argparse.SUPPRESS)
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     p.add_argument("--official-dir", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--verify", metavar="DIR", default=None,
+                   help="with --official-*: the official route saves its (random) weights and float output in DIR, and "
+                        "ours, built from those weights, is compared with it at full resolution (max |diff| in levels, "
+                        "background kept); the official route runs first in every round")
     args = p.parse_args()
     if args._child:
         return child(args)
