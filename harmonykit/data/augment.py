@@ -167,6 +167,10 @@ class AlignedRandomResizedCrop(nn.Module):
         mask_dtype: cv2 backend: the dtype the mask is resized in, as an image: ``"uint8"``
             (a 0/1 mask, CharmNet: stays {0, 1}) or ``"float32"`` (Samsung: soft edges).
         seed: seed of the module's generator (None: a non-deterministic seed).
+        whole_image: no crop: every sample is resized whole to ``size`` (aspect not kept) and
+            flipped with ``flip_p``, as the DoveNet and Guo et al. official loaders do
+            (``tf.resize(img, [256, 256])``); ``scale`` / ``ratio`` / ``keep_background_prob``
+            are then unused.
 
     Input: a batch dict with ``composite``, ``real`` ``(B, 3, H, W)`` and ``mask``
     ``(B, 1, H, W)`` (or lists of per-sample tensors), float in [0, 1], on any device.
@@ -188,6 +192,7 @@ class AlignedRandomResizedCrop(nn.Module):
         backend: str = "kornia",
         mask_dtype: str = "float32",
         seed: Optional[int] = None,
+        whole_image: bool = False,
     ) -> None:
         super().__init__()
         from harmonykit.data.cv2_crop import MASK_DTYPES
@@ -203,6 +208,7 @@ class AlignedRandomResizedCrop(nn.Module):
         if mask_interpolation not in ("bilinear", "nearest"):
             raise ValueError(f"mask_interpolation={mask_interpolation!r}; expected 'bilinear' or 'nearest'")
         self.scale, self.ratio, self.flip_p = tuple(scale), tuple(ratio), flip_p
+        self.whole_image = bool(whole_image)
         self.keep_background_prob = keep_background_prob
         self.max_redraws = max_redraws
         self.mask_interpolation = mask_interpolation
@@ -217,7 +223,7 @@ class AlignedRandomResizedCrop(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"size={self.size}, scale={self.scale}, flip_p={self.flip_p}, "
+            f"size={self.size}, " + ("whole_image=True, " if self.whole_image else f"scale={self.scale}, ") + f"flip_p={self.flip_p}, "
             f"keep_background_prob={self.keep_background_prob}, backend={self.backend}, "
             f"mask={self.mask_dtype if self.backend == 'cv2' else self.mask_interpolation}"
         )
@@ -242,6 +248,8 @@ class AlignedRandomResizedCrop(nn.Module):
 
     def _draw(self, mask: Tensor, g: torch.Generator) -> CropParams:
         h, w = mask.shape[-2:]
+        if self.whole_image:
+            return (0, 0, int(h), int(w), bool(float(torch.rand((), generator=g)) < self.flip_p))
         out_area = self.size[0] * self.size[1]
         p = sample_crop(h, w, self.scale, self.ratio, self.flip_p, g)
         for _ in range(self.max_redraws):
@@ -410,15 +418,18 @@ def harmonization_train(
     backend: str = "kornia",
     mask_dtype: str = "float32",
     antialias: bool = True,
+    whole_image: bool = False,
+    mask_interpolation: str = "bilinear",
 ) -> Compose:
     """The official training augmentation (aligned crop + flip), plus an optional
     :class:`PairedColorJitter` given as a dict of its arguments. ``backend="cv2"`` gives the
-    official arithmetic (see :class:`AlignedRandomResizedCrop`)."""
+    official arithmetic (see :class:`AlignedRandomResizedCrop`); ``whole_image=True`` resizes the
+    whole image instead of cropping (DoveNet, Guo et al.)."""
     steps: List[nn.Module] = [
         AlignedRandomResizedCrop(
             size, scale, ratio=tuple(ratio), flip_p=flip_p, keep_background_prob=keep_background_prob,
             mask_threshold=mask_threshold, antialias=antialias, backend=backend, mask_dtype=mask_dtype,
-            seed=seed,
+            seed=seed, whole_image=whole_image, mask_interpolation=mask_interpolation,
         )
     ]
     if color_jitter:

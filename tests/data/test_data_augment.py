@@ -149,3 +149,27 @@ def test_registered_train_pipeline_and_worker_transform():
     t = RandomResizedCropSample(generator=torch.Generator().manual_seed(0), size=48)
     s = t({"composite": img[0], "real": img[0], "mask": torch.ones(1, 90, 100), "name": "x"})
     assert s["composite"].shape == (3, 48, 48) and s["mask"].shape == (1, 48, 48) and s["name"] == "x"
+
+
+def test_whole_image_resizes_without_cropping():
+    """whole_image=True (DoveNet / Guo et al. loaders): every sample is the whole image resized,
+    flipped with flip_p; the mask takes the nearest-neighbour path and stays binary."""
+    from harmonykit.data.augment import harmonization_train, resized_crop
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(2, 3, 300, 420, generator=g)
+    mask = (torch.rand(2, 1, 300, 420, generator=g) > 0.6).float()
+    batch = {"composite": img.clone(), "real": img.clone(), "mask": mask}
+    for flip_p in (0.0, 1.0):
+        aug = AlignedRandomResizedCrop(256, whole_image=True, flip_p=flip_p, mask_interpolation="nearest", seed=0)
+        out = aug(dict(batch))
+        assert aug.last_params == [(0, 0, 300, 420, bool(flip_p))] * 2
+        for i in range(2):
+            p = aug.last_params[i]
+            torch.testing.assert_close(out["composite"][i], resized_crop(img[i], p, (256, 256), "bilinear", True))
+            torch.testing.assert_close(out["mask"][i], resized_crop(mask[i], p, (256, 256), "nearest", True))
+        assert set(out["mask"].unique().tolist()) <= {0.0, 1.0}
+    # the recipe-level factory passes it through
+    steps = harmonization_train(whole_image=True, flip_p=0.0, mask_interpolation="nearest")
+    crop = next(m for m in steps.modules() if isinstance(m, AlignedRandomResizedCrop))
+    assert crop.whole_image and crop.mask_interpolation == "nearest"
