@@ -741,7 +741,8 @@ def harmonize(
             (local colour transfer at full resolution, background untouched) or ``"native"``
             (full-resolution models such as ``pctnet_cnn`` / ``harmonizer``: the model sees the
             whole image, background untouched). Default: ``"native"`` for models with
-            ``native_resolution``, else ``"resize"``.
+            ``native_resolution``, else ``"full"`` (as the command line): the background is
+            never changed unless ``"resize"`` is asked for.
         domain: domain for multi-domain models (default ``"real"``).
         size: (h, w) for the network; default ``model.pretrained_cfg["input_size"]``.
         flip: horizontal-flip test-time augmentation.
@@ -769,7 +770,7 @@ def harmonize(
     _check_precision(precision)
     net = default_model() if model is None else _resolve_model(model)
     if policy is None:
-        policy = "native" if getattr(net, "native_resolution", False) else "resize"
+        policy = "native" if getattr(net, "native_resolution", False) else "full"
     size = tuple(size) if size is not None else model_input_size(net)
     if hasattr(net, "check_input_size"):
         net.check_input_size(int(size[0]), int(size[1]))

@@ -188,3 +188,24 @@ def test_native_policy_for_full_resolution_models_keeps_the_background():
         direct = net(torch.from_numpy(comp).permute(2, 0, 1)[None].float() / 255, torch.from_numpy(mask)[None, None].float() / 255).image
     ref = np.rint(direct[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     assert np.abs(out[~bg].astype(int) - ref[~bg].astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("name,kwargs", [("issam", {"ch": 8}), ("idih256", {"ch": 8, "max_channels": 64})])
+def test_default_policy_never_changes_the_background(name, kwargs):
+    """harmonize() without a policy: a fixed-size network (256 x 256) on a larger photo gets the
+    "full" policy, as the CLI: every pixel where the mask is 0 comes back bit for bit (the
+    official "resize" protocol, which up-samples the whole prediction, only when asked)."""
+    torch.manual_seed(0)
+    net = harmonykit.create_model(name, **kwargs)
+    img = np.random.default_rng(0).integers(0, 256, (333, 517, 3), dtype=np.uint8)
+    mask = np.zeros((333, 517), np.uint8)
+    mask[100:180, 200:330] = 255
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        out = harmonize(img, mask, net)
+        empty = harmonize(img, np.zeros_like(mask), net)
+        resized = harmonize(img, mask, net, "resize")
+    bg = mask == 0
+    assert (out[bg] == img[bg]).all() and (out[~bg] != img[~bg]).any()
+    assert (empty == img).all()
+    assert (resized[bg] != img[bg]).any()  # the explicit official protocol does replace it
