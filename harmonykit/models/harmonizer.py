@@ -620,8 +620,7 @@ class FilterHarmonizer(Harmonizer):
         (float in [0, 1]) gives ``.image`` on that window up to float rounding; the network runs
         under any active autocast, the filters in float32."""
         size = self.input_size
-        m = bilinear_view(mask, size) if mask.dtype == torch.uint8 else F.interpolate(mask.float(), size, mode="bilinear", align_corners=False)
-        arguments = self.encode_arguments(bilinear_view(composite, size), m).float()
+        arguments = self.encode_arguments(bilinear_view(composite, size), bilinear_view(mask, size)).float()
         return self.plan_from_arguments(arguments, composite)
 
 

@@ -287,25 +287,18 @@ def pct_fullres(
     """
     b, _, height, width = composite.shape
     band = max(1, min(height, int(config["band_pixels"]) // max(width, 1)))
+    plan = PCTPlan(config, params, blend, height, width)
+    out = torch.empty(b, 3, height, width, dtype=plan.maps.dtype, device=composite.device)
     if not torch.is_grad_enabled():  # inference: fused, in place
-        plan = PCTPlan(config, params, blend, height, width)
-        out = torch.empty(b, 3, height, width, dtype=plan.maps.dtype, device=composite.device)
         for r0 in range(0, height, band):
             r1 = min(height, r0 + band)
             out[:, :, r0:r1] = plan.render(composite[:, :, r0:r1], mask[:, :, r0:r1], rows=(r0, r1))
         return out
-    attention = bool(config["blend_with_attention"])
-    p = params if _identity_normalization(config) else fold_normalization(params, config["mean"], config["std"])
-    p = p[:, _COLUMN_MAJOR]  # channels [M[:, 0], M[:, 1], M[:, 2], b]: contiguous slices below
-    maps = torch.cat([p, blend.to(p.dtype)], dim=1) if attention else p
-    maps = bicubic_resize_width(maps, width)  # (B, C, h, W)
-    taps = bicubic_taps(maps.shape[-2], height, maps.device, maps.dtype)
-    out = composite.new_empty(b, 3, height, width, dtype=maps.dtype)
-    for r0 in range(0, height, band):  # out-of-place: autograd
+    for r0 in range(0, height, band):  # the same maps, arithmetic out of place: autograd
         r1 = min(height, r0 + band)
-        up = bicubic_resize_height_rows(maps, height, r0, r1, taps)
-        x = composite[:, :, r0:r1].to(maps.dtype)
-        a = up[:, NUM_PARAMS:] if attention else mask[:, :, r0:r1].to(maps.dtype)
+        up = plan.upsampled((r0, r1), (0, width))
+        x = composite[:, :, r0:r1].to(up.dtype)
+        a = up[:, NUM_PARAMS:] if plan.attention else mask[:, :, r0:r1].to(up.dtype)
         y = torch.addcmul(up[:, 9:12], up[:, 0:3], x[:, 0:1])
         y = torch.addcmul(y, up[:, 3:6], x[:, 1:2])
         y = torch.addcmul(y, up[:, 6:9], x[:, 2:3]).clamp(0, 1)
