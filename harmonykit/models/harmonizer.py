@@ -291,7 +291,8 @@ def temperature_gains(means: torch.Tensor, x: torch.Tensor, eps: float = Tempera
 
 def brightness_gain(x: torch.Tensor, eps: float = BrightnessFilter.eps) -> torch.Tensor:
     """:class:`BrightnessFilter` scales the HSV value, i.e. every channel: ``clamp(gain * image)``
-    (equal to the HSV round trip up to float rounding). ``x (B, 1, 1, 1)`` -> ``(B, 1, 1, 1)``."""
+    (equal to the HSV round trip up to ``gain x 1e-8``, see :data:`FUSED_BRIGHTNESS_MAX_GAIN`).
+    ``x (B, 1, 1, 1)`` -> ``(B, 1, 1, 1)``."""
     pos = (x >= 0).float()
     return (1 / ((1 - x) + eps)) * pos + (x + 1) * (1 - pos)
 
@@ -303,9 +304,24 @@ def contrast_gain(x: torch.Tensor) -> torch.Tensor:
     return x * (1 - pos) + k * pos
 
 
-def _temperature_brightness_(image: torch.Tensor, gains: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """The first two filters in place on a float band ``(B, 3, h, w)``."""
-    return image.mul_(gains).clamp_(0.0, 1.0).mul_(alpha).clamp_(0.0, 1.0)
+FUSED_BRIGHTNESS_MAX_GAIN = 100.0
+"""Above this brightness gain (argument > 0.99) the HSV round trip is run as the official filter
+does: kornia's ``rgb_to_hsv`` divides by ``v + 1e-8``, so the round trip equals a plain scaling
+only up to ``gain x 1e-8`` (1e-6 at gain 100, but 1e-2 at the gain 1e6 of argument 1)."""
+
+
+def _brightness_(image: torch.Tensor, alpha: Union[float, torch.Tensor], exact: bool) -> torch.Tensor:
+    """:class:`BrightnessFilter` on a float band ``(B, 3, h, w)`` (in place when not ``exact``):
+    a plain scaling, or with ``exact`` the official HSV round trip."""
+    if not exact:
+        return image.mul_(alpha).clamp_(0.0, 1.0)
+    hsv = kornia.color.rgb_to_hsv(image)
+    return kornia.color.hsv_to_rgb(torch.cat((hsv[:, 0:2], hsv[:, 2:3] * alpha), dim=1)).clamp_(0.0, 1.0)
+
+
+def _temperature_brightness_(image: torch.Tensor, gains: torch.Tensor, alpha: torch.Tensor, exact: bool = False) -> torch.Tensor:
+    """The first two filters on a float band ``(B, 3, h, w)`` (in place unless ``exact``)."""
+    return _brightness_(image.mul_(gains).clamp_(0.0, 1.0), alpha, exact)
 
 
 class FilterPlan:
@@ -333,6 +349,7 @@ class FilterPlan:
         self.arguments = x
         self.gains = temperature_gains(means.float().reshape(b, 3, 1, 1), col[0])
         self.alpha = brightness_gain(col[1])
+        self.exact_brightness = bool((self.alpha > FUSED_BRIGHTNESS_MAX_GAIN).any())
         self.k = contrast_gain(col[2])
         self.sat = col[3]
         self.highlight_exp = col[4] + 1
@@ -341,10 +358,13 @@ class FilterPlan:
 
     def first_two(self, image: torch.Tensor) -> torch.Tensor:
         """Temperature + brightness of a band ``(B, 3, h, w)`` (a new tensor)."""
-        return _temperature_brightness_(image.float().clone(), self.gains, self.alpha)
+        return _temperature_brightness_(image.float().clone(), self.gains, self.alpha, self.exact_brightness)
 
     def lut(self, levels: int = 256) -> torch.Tensor:
-        """``(B, 3, levels)``: temperature + brightness of the values ``v / (levels - 1)``."""
+        """``(B, 3, levels)``: temperature + brightness of the values ``v / (levels - 1)``
+        (per channel: only valid without :attr:`exact_brightness`)."""
+        if self.exact_brightness:
+            raise RuntimeError("FilterPlan.lut: the exact (HSV) brightness mixes the channels; no per-channel table")
         v = torch.arange(levels, dtype=torch.float32).div_(levels - 1)
         return _temperature_brightness_(v.expand(self.gains.shape[0], 3, levels).clone(), self.gains.reshape(-1, 3, 1), self.alpha.reshape(-1, 1, 1))
 
@@ -365,7 +385,8 @@ class FilterPlan:
         per pixel once the plan is made.
 
         Fused and in place; equal to the official filters up to float rounding: the HSV round
-        trip of the brightness filter is a plain scaling, the saturation branch
+        trip of the brightness filter is a plain scaling (the round trip itself above
+        :data:`FUSED_BRIGHTNESS_MAX_GAIN`), the saturation branch
         ``s if x + s > 1 else 1 - x`` is ``max(s, 1 - x)``, and the highlight / shadow powers are
         ``exp(e * log(v))``."""
         if self.threshold is None:
@@ -378,7 +399,7 @@ class FilterPlan:
 
         comp = composite.float()
         y = torch.mul(comp, self.gains).clamp_(0.0, 1.0)  # temperature
-        y.mul_(c(self.alpha)).clamp_(0.0, 1.0)  # brightness
+        y = _brightness_(y, c(self.alpha), self.exact_brightness)  # brightness
         t = torch.sub(y, c(self.threshold)).mul_(c(self.k))  # contrast: y + (y - mean) * k
         y.add_(t).clamp_(0.0, 1.0)
         # saturation (HSL), see SaturationFilter
@@ -422,15 +443,19 @@ def full_image_stats(plan: FilterPlan, composite: torch.Tensor, band_pixels: int
     """The contrast pivot of :class:`FilterPlan` for ``composite (B, 3, H, W)``: the mean of
     the image after temperature + brightness. Float input: in bands of rows (float64 sums);
     uint8 input (``v / 255``): a 256-entry table weighted by the channel histograms ``hist``
-    (:func:`channel_histograms`, computed when not given). Returns ``(B,)`` float64."""
+    (:func:`channel_histograms`, computed when not given), or bands like float input when the
+    plan needs the exact (channel-mixing) brightness. Returns ``(B,)`` float64."""
     b, _, height, width = composite.shape
-    if composite.dtype == torch.uint8:
+    is_u8 = composite.dtype == torch.uint8
+    if is_u8 and not plan.exact_brightness:
         hist = channel_histograms(composite) if hist is None else hist
         return (hist.double() * plan.lut(256).double().to(hist.device)).sum(dim=(1, 2)) / (3 * height * width)
     band = max(1, band_pixels // max(width, 1))
     tot = torch.zeros(b, dtype=torch.float64, device=composite.device)
     for r0 in range(0, height, band):
-        tot += plan.first_two(composite[:, :, r0:r0 + band]).sum(dim=(1, 2, 3), dtype=torch.float64)
+        x = composite[:, :, r0:r0 + band]
+        x = x.float().div_(255.0) if is_u8 else x
+        tot += plan.first_two(x).sum(dim=(1, 2, 3), dtype=torch.float64)
     return tot / (3 * height * width)
 
 

@@ -118,6 +118,9 @@ def _filter_cases():
     yield torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
     yield torch.tensor([[1.5, -1.5, 1.2, 0.99, -2.0, 3.0]])  # clamped to [-1, 1]
     yield torch.tensor([base, [-0.4, 0.6, -0.5, -0.7, -0.3, 0.8]])  # batch with mixed signs
+    # brightness clamped to 1: gain 1e6, where kornia's HSV eps shows (the exact HSV route)
+    yield torch.tensor([[3.6, 1.06, -0.1, 0.97, 0.53, -1.6]])
+    yield torch.tensor([base, [0.2, 0.995, 0.3, -0.3, 0.1, 0.1]])  # gain 200 in one image of a batch
 
 
 @pytest.mark.parametrize("args", list(_filter_cases()), ids=lambda a: f"b{a.shape[0]}_{float(a[0, 3]):+.1f}")
@@ -147,6 +150,9 @@ def test_filter_stats_from_uint8_equal_the_float_ones():
     torch.testing.assert_close(channel_means(u8, hist).float(), channel_means(f), atol=1e-6, rtol=0)
     plan = FilterPlan(torch.tensor([[0.3, -0.2, 0.4, 0.5, 0.2, -0.3], [-0.5, 0.4, 0.1, -0.2, 0.3, 0.3]]), channel_means(f))
     torch.testing.assert_close(full_image_stats(plan, u8, hist=hist), full_image_stats(plan, f, band_pixels=500), atol=1e-6, rtol=0)
+    exact = FilterPlan(torch.tensor([[0.3, 1.2, 0.4, 0.5, 0.2, -0.3]]), channel_means(f[:1]))
+    assert exact.exact_brightness  # the HSV route mixes channels: no per-channel table, bands instead
+    torch.testing.assert_close(full_image_stats(exact, u8[:1]), full_image_stats(exact, f[:1], band_pixels=500), atol=1e-6, rtol=0)
     torch.testing.assert_close(bilinear_view(u8, (24, 40)), F.interpolate(f, (24, 40), mode="bilinear", align_corners=False), atol=1e-6, rtol=0)
 
 
