@@ -15,6 +15,7 @@ the model.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
@@ -244,7 +245,7 @@ class TrainData:
         if self.num_workers > 0:
             _single_threaded_cv2()  # before the workers fork (see the function)
             kw.update(prefetch_factor=self.prefetch_factor, persistent_workers=self.persistent_workers,
-                      worker_init_fn=_yield_to_training)
+                      worker_init_fn=functools.partial(_yield_to_training, increment=worker_nice()))
         return kw
 
     def batches(self, domain: str, epoch: int, start_batch: int = 0) -> Iterator[Dict[str, Any]]:
@@ -281,20 +282,35 @@ class TrainData:
                           pin_memory=self.pin_memory, collate_fn=_collate_fn(self.val))
 
 
-def _yield_to_training(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: lower the worker's CPU priority (``nice`` +10, or
-    ``HARMONYKIT_WORKER_NICE``; 0 keeps it). On a machine with few cores the workers refilling
+def worker_nice() -> int:
+    """The ``nice`` increment of DataLoader workers: ``HARMONYKIT_WORKER_NICE`` (default 10; 0 keeps
+    the parent's priority). Raises ``ValueError`` naming the variable when it is not an integer in
+    0..19, so a typo fails at start-up instead of being ignored inside the workers."""
+    import os
+
+    raw = os.environ.get("HARMONYKIT_WORKER_NICE", "10")
+    try:
+        inc = int(raw.strip())
+    except ValueError:
+        inc = -1
+    if not 0 <= inc <= 19:
+        raise ValueError(f"HARMONYKIT_WORKER_NICE={raw!r}: expected an integer from 0 (keep the priority) to 19")
+    return inc
+
+
+def _yield_to_training(worker_id: int, increment: int = 10) -> None:
+    """DataLoader ``worker_init_fn``: lower the worker's CPU priority by ``increment``
+    (:func:`worker_nice`; 0 keeps it). On a machine with few cores the workers refilling
     the prefetch queue otherwise take CPU time from the training step that is waiting for it;
     niced, they run when a core is idle (single-threaded stretches of the step) and still get
     all the CPU when the step waits for data. Batches do not depend on it."""
     import os
 
-    try:
-        inc = int(os.environ.get("HARMONYKIT_WORKER_NICE", "10"))
-        if inc > 0:
-            os.nice(inc)
-    except (AttributeError, OSError, ValueError):
-        pass
+    if increment > 0 and hasattr(os, "nice"):
+        try:
+            os.nice(increment)
+        except OSError:  # not permitted here: the worker keeps the parent's priority
+            pass
 
 
 def _single_threaded_cv2() -> None:

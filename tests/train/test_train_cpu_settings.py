@@ -39,6 +39,14 @@ def test_workers_run_niced_and_the_env_var_keeps_them(monkeypatch):
     assert os.nice(0) == base  # the main process keeps its priority
 
 
+@pytest.mark.parametrize("bad", ["ten", "-1", "20", "2.5", ""])
+def test_invalid_worker_nice_fails_at_start_naming_the_variable(monkeypatch, bad):
+    monkeypatch.setenv("HARMONYKIT_WORKER_NICE", bad)
+    data = TrainData({"real": _Niceness()}, batch_size=2, seed=0, num_workers=1, persistent_workers=False)
+    with pytest.raises(ValueError, match="HARMONYKIT_WORKER_NICE"):
+        next(iter(data.batches("real", 0)))
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
 def test_keep_freed_memory_applies_once_and_can_be_turned_off(monkeypatch):
     monkeypatch.setattr(cpu_malloc, "_done", False)
