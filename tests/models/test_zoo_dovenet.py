@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import pathlib
 
 import pytest
 import torch
@@ -25,12 +23,10 @@ from harmonykit.models.dovenet import (
     ours_to_official_discriminator,
     unet_to_official_dovenet,
 )
+from zoo_fixtures import TOL, ZOO_ROOT
 
-ROOT = pathlib.Path(
-    os.environ.get("HARMONYKIT_ZOO_FIXTURES") or pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "zoo"
-)
+ROOT = ZOO_ROOT
 DIR = ROOT / "dovenet"
-TOL = dict(atol=1e-4, rtol=1e-4)
 
 
 def _load_meta():

@@ -8,49 +8,19 @@ Configurations, cases, sizes and parameter counts are discovered from
 from __future__ import annotations
 
 import json
-import os
-import pathlib
-from typing import Any, Dict, List, Tuple
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 import harmonykit
 from harmonykit.cli import main
 from harmonykit.models.hao_attention import official_hao_to_ours, ours_to_official_hao
+from zoo_fixtures import TOL, ManifestFixtures
 
-ROOT = pathlib.Path(os.environ.get("HARMONYKIT_ZOO_FIXTURES") or pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "zoo")
-MODEL_DIR = ROOT / "hao_attention"
-TOL = dict(atol=1e-4, rtol=1e-4)
-
-
-def _manifest() -> Dict[str, Any]:
-    path = MODEL_DIR / "manifest.json"
-    if not path.is_file():  # a missing fixture set is a failure, not a skip
-        raise FileNotFoundError(f"hao_attention parity fixtures not found: {path} (HARMONYKIT_ZOO_FIXTURES={os.environ.get('HARMONYKIT_ZOO_FIXTURES')})")
-    return json.loads(path.read_text())
-
-
-MANIFEST = _manifest()
-CONFIGS: List[str] = list(MANIFEST["configs"])
-
-
-def _load(config: str) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
-    meta = json.loads((MODEL_DIR / f"{config}.json").read_text())
-    return meta, load_file(str(MODEL_DIR / f"{config}.safetensors"))
-
-
-def _official_sd(meta, tensors) -> Dict[str, torch.Tensor]:
-    return {k: tensors[f"state_dict.{k}"] for k in meta["official_keys"]}
-
-
-def _inputs(tensors, case) -> Tuple[torch.Tensor, torch.Tensor]:
-    name = case["name"]
-    comp = tensors[f"{name}.composite_uint8"].float() / 255
-    mask = tensors[f"{name}.mask_uint8"].float()
-    assert tuple(comp.shape) == (case["batch"], 3, *case["size"])
-    return comp, mask
+FIX = ManifestFixtures("hao_attention")
+MANIFEST, CONFIGS = FIX.manifest, FIX.configs
+_load, _official_sd, _inputs = FIX.load, FIX.official_sd, FIX.inputs
 
 
 def _fresh(meta, tensors, tmp_path, suffix=".pth"):

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import pathlib
 import re
 from typing import Any, Dict, List, Tuple
 
@@ -22,10 +20,9 @@ from safetensors.torch import load_file
 import harmonykit
 from harmonykit.convert import load_checkpoint, load_weights
 from harmonykit.models.harmonizer import FilterHarmonizer, checkpoint_filter_fn
+from zoo_fixtures import ZOO_ROOT
 
-ROOT = pathlib.Path(
-    os.environ.get("HARMONYKIT_ZOO_FIXTURES") or pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "zoo"
-)
+ROOT = ZOO_ROOT
 DIR = ROOT / "harmonizer"
 ATOL = RTOL = 1e-4
 FILES = ("meta.json", "weights.safetensors", "cases.safetensors")

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import pathlib
 
 import pytest
 import torch
@@ -17,11 +15,11 @@ from safetensors.torch import load_file, save_file
 import harmonykit
 from harmonykit.convert import CheckpointError, detect_layout, infer_model_args
 from harmonykit.models.intrinsic_harmony import intrinsic_harmony_to_official, official_key_map, official_to_intrinsic_harmony
+from zoo_fixtures import TOL, ZOO_ROOT
 
-ROOT = pathlib.Path(os.environ.get("HARMONYKIT_ZOO_FIXTURES") or pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "zoo")
+ROOT = ZOO_ROOT
 DIR = ROOT / "intrinsic_harmony"
 COMPONENTS = ("harmonized", "reflectance", "illumination", "ifm_mean")
-TOL = dict(atol=1e-4, rtol=1e-4)
 
 
 @pytest.fixture(scope="module")

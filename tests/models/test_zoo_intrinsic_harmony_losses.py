@@ -6,8 +6,6 @@ are read from the fixture cases (see tests/fixtures/zoo/intrinsic_harmony/README
 from __future__ import annotations
 
 import json
-import os
-import pathlib
 
 import pytest
 import torch
@@ -15,11 +13,11 @@ from safetensors.torch import load_file
 
 from harmonykit.models.outputs import HarmonizationOutput
 from harmonykit.registry import LOSSES
+from zoo_fixtures import TOL, ZOO_ROOT
 
-ROOT = pathlib.Path(os.environ.get("HARMONYKIT_ZOO_FIXTURES") or pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "zoo")
+ROOT = ZOO_ROOT
 DIR = ROOT / "intrinsic_harmony"
 OUTPUTS = ("harmonized", "reflectance", "illumination", "ifm_mean")
-TOL = dict(atol=1e-4, rtol=1e-4)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ unchanged.
 from __future__ import annotations
 
 import json
-import os
-import pathlib
 
 import pytest
 import torch
@@ -17,11 +15,11 @@ from safetensors.torch import load_file
 import harmonykit
 from harmonykit.convert import CheckpointError
 from harmonykit.models.ssam import official_ssam_to_ours
+from zoo_fixtures import TOL, ZOO_ROOT
 
 MODEL = "issam"
-ROOT = pathlib.Path(os.environ.get("HARMONYKIT_ZOO_FIXTURES") or pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "zoo")
+ROOT = ZOO_ROOT
 DIR = ROOT / MODEL
-TOL = dict(atol=1e-4, rtol=1e-4)
 
 
 def _config():

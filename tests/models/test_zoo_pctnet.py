@@ -8,8 +8,6 @@ both variants unless it names one.
 from __future__ import annotations
 
 import json
-import os
-import pathlib
 
 import pytest
 import torch
@@ -18,10 +16,10 @@ from safetensors.torch import load_file
 import harmonykit
 from harmonykit.convert import CheckpointError
 from harmonykit.models.pctnet import official_pctnet_to_ours
+from zoo_fixtures import TOL, ZOO_ROOT
 
 MODELS = ("pctnet_cnn", "pctnet_vit")
-ROOT = pathlib.Path(os.environ.get("HARMONYKIT_ZOO_FIXTURES") or pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "zoo")
-TOL = dict(atol=1e-4, rtol=1e-4)
+ROOT = ZOO_ROOT
 
 
 def _dir(model):

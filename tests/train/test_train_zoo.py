@@ -131,10 +131,10 @@ def test_charmnet_recipe_on_backbone(model_name, tmp_path):
 
 # --- one DoveNet iteration of the recipe against the official training step -------------------
 import json  # noqa: E402
-import os  # noqa: E402
-import pathlib  # noqa: E402
 
-ZOO = pathlib.Path(os.environ.get("HARMONYKIT_ZOO_FIXTURES") or pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "zoo")
+from zoo_fixtures import ZOO_ROOT  # noqa: E402
+
+ZOO = ZOO_ROOT
 DOVENET = ZOO / "dovenet"
 
 
