@@ -161,6 +161,15 @@ class InputPreparation:
     def __call__(self, composite: PathLike, mask: PathLike, real: PathLike, size: SizeHW) -> PreparedTriplet:
         raise NotImplementedError
 
+    @classmethod
+    def _read_cv2(cls, composite: PathLike, mask: PathLike, real: PathLike) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The official loaders' decode: composite and real (H, W, 3) uint8 RGB, mask file channel
+        0 (H, W) uint8, sizes checked."""
+        comp, gt = cv2_read_rgb(composite, "composite"), cv2_read_rgb(real, "ground truth")
+        m8 = cv2_read_mask_channel0(mask)
+        cls._check(comp, m8, gt, (composite, mask, real))
+        return comp, m8, gt
+
     @staticmethod
     def _check(comp: np.ndarray, mask: np.ndarray, real: np.ndarray, paths: Tuple[PathLike, PathLike, PathLike]) -> None:
         if comp.shape != real.shape:
@@ -186,9 +195,7 @@ class CharmNetInputs(InputPreparation):
     metric_mask = "PIL convert('1') of the mask file + NEAREST resize"
 
     def __call__(self, composite, mask, real, size):
-        comp, gt = cv2_read_rgb(composite, "composite"), cv2_read_rgb(real, "ground truth")
-        m8 = cv2_read_mask_channel0(mask)
-        self._check(comp, m8, gt, (composite, mask, real))
+        comp, m8, gt = self._read_cv2(composite, mask, real)
         model_mask = cv2_resize_linear(truncate_mask(m8), size).astype(np.float32)
         from PIL import Image
 
@@ -221,9 +228,7 @@ class IDIHInputs(InputPreparation):
     metric_mask = "the model mask"
 
     def __call__(self, composite, mask, real, size):
-        comp, gt = cv2_read_rgb(composite, "composite"), cv2_read_rgb(real, "ground truth")
-        m8 = cv2_read_mask_channel0(mask)
-        self._check(comp, m8, gt, (composite, mask, real))
+        comp, m8, gt = self._read_cv2(composite, mask, real)
         soft = cv2_resize_linear(m8.astype(np.float32) / np.float32(255.0), size).astype(np.float32, copy=False)
         return PreparedTriplet(cv2_resize_linear(comp, size), cv2_resize_linear(gt, size), soft, soft, m8)
 
