@@ -100,9 +100,9 @@ def kornia_check(batch: int = 64, iters: int = 20, device: str = "cuda") -> int:
     return 0
 
 
-def _bench(models: str, configs: str, batch: int, iters: int, warmup: int) -> list:
+def _bench(models: str, configs: str, batch: int, iters: int, warmup: int, device: str = "cuda") -> list:
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"gpu_check_{models}_{batch}.json"
-    cmd = [sys.executable, str(HERE / "bench_train.py"), "--devices", "cuda", "--models", models, "--configs", configs,
+    cmd = [sys.executable, str(HERE / "bench_train.py"), "--devices", device, "--models", models, "--configs", configs,
            "--batch", str(batch), "--iters", str(iters), "--warmup", str(warmup), "--json", str(out)]
     r = subprocess.run(cmd, text=True)
     if r.returncode != 0 or not out.is_file():
@@ -110,8 +110,9 @@ def _bench(models: str, configs: str, batch: int, iters: int, warmup: int) -> li
     return json.loads(out.read_text())
 
 
-def throughput(idih_batch: int, charm_batch: int, iters: int, warmup: int, configs: str) -> int:
-    rows = _bench("idih256", configs, idih_batch, iters, warmup) + _bench("charmnet_idih", configs, charm_batch, iters, warmup)
+def throughput(idih_batch: int, charm_batch: int, iters: int, warmup: int, configs: str, device: str = "cuda") -> int:
+    rows = (_bench("idih256", configs, idih_batch, iters, warmup, device)
+            + _bench("charmnet_idih", configs, charm_batch, iters, warmup, device))
     print(f"\nthroughput at 256² (idih256 batch {idih_batch}; charmnet_idih {charm_batch} rendered + {charm_batch} real):")
     for r in rows:
         if "error" in r:
@@ -131,10 +132,13 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--configs", default="eager,bf16_cl,compile_bf16_cl")
-    ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # cpu: dry-run the kornia check's logic
+    ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"),
+                    help="cpu: a dry run of the check's logic (gpu_check.sh with GPU_CHECK_DEVICE=cpu)")
     a = ap.parse_args()
-    if a.what == "kornia" and a.device == "cpu":
+    if a.device == "cpu" and a.what == "kornia":
         return kornia_check(batch=8, iters=1, device="cpu")
+    if a.device == "cpu" and a.what == "throughput":
+        return throughput(a.idih_batch, a.charmnet_batch, a.iters, a.warmup, a.configs, device="cpu")
     if a.what == "preflight":
         return preflight()
     if preflight() != 0:
