@@ -52,3 +52,20 @@ class ManifestFixtures:
         mask = tensors[f"{name}.mask_uint8"].float()
         assert tuple(comp.shape) == (case["batch"], 3, *case["size"])
         return comp, mask
+
+
+def assert_official_layout_loads(arch: str, official_keys, to_ours, tmp_path: pathlib.Path) -> None:
+    """A random state dict with the official default model's ``(key, shape)`` list (official
+    order; empty shape = an integer buffer) loads strictly through ``create_model(arch,
+    checkpoint_path=)``, and ``to_ours`` maps it one-to-one onto our state dict."""
+    import harmonykit
+
+    g = torch.Generator().manual_seed(0)
+    sd = {k: torch.randn(shape, generator=g) if shape else torch.tensor(3) for k, shape in official_keys}
+    path = tmp_path / "official.pth"
+    torch.save(sd, path)
+    net = harmonykit.create_model(arch, checkpoint_path=path)
+    ours = to_ours(sd)
+    assert len(ours) == len(sd) == len(net.state_dict())
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(v, ours[k].to(v.dtype), atol=0, rtol=0)

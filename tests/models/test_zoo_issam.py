@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 import harmonykit
 from harmonykit.convert import CheckpointError
 from harmonykit.models.ssam import official_ssam_to_ours
-from zoo_fixtures import TOL, ZOO_ROOT
+from zoo_fixtures import TOL, ZOO_ROOT, assert_official_layout_loads
 
 MODEL = "issam"
 ROOT = ZOO_ROOT
@@ -73,16 +73,7 @@ def test_default_parameter_count_equals_official(arch):
 @pytest.mark.parametrize("arch", sorted(CONFIG.get("official_keys_default", {})))
 def test_official_default_layout_loads_strictly(arch, tmp_path):
     """The default official model's keys and shapes (official order) load strictly, one-to-one."""
-    g = torch.Generator().manual_seed(0)
-    keys = _config()["official_keys_default"][arch]
-    sd = {k: torch.randn(shape, generator=g) if shape else torch.tensor(3) for k, shape in keys}
-    path = tmp_path / "official.pth"
-    torch.save(sd, path)
-    model = harmonykit.create_model(arch, checkpoint_path=path)
-    ours = official_ssam_to_ours(sd)
-    assert len(ours) == len(sd) == len(model.state_dict())
-    for k, v in model.state_dict().items():
-        torch.testing.assert_close(v, ours[k].to(v.dtype), atol=0, rtol=0)
+    assert_official_layout_loads(arch, _config()["official_keys_default"][arch], official_ssam_to_ours, tmp_path)
 
 
 @pytest.mark.parametrize("arch", [c["architecture"] for c in CONFIG["configs"]])

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 import harmonykit
 from harmonykit.convert import CheckpointError
 from harmonykit.models.pctnet import official_pctnet_to_ours
-from zoo_fixtures import TOL, ZOO_ROOT
+from zoo_fixtures import TOL, ZOO_ROOT, assert_official_layout_loads
 
 MODELS = ("pctnet_cnn", "pctnet_vit")
 ROOT = ZOO_ROOT
@@ -85,16 +85,7 @@ def test_default_parameter_count_equals_official(model):
 def test_official_default_layout_loads_strictly(model, tmp_path):
     """A state dict with the official default model's keys and shapes (in the official order)
     loads strictly; the mapping is one-to-one onto our state dict."""
-    cfg = _config(model)
-    g = torch.Generator().manual_seed(0)
-    sd = {k: torch.randn(shape, generator=g) if shape else torch.tensor(3) for k, shape in cfg["official_keys_default"]}
-    path = tmp_path / "official.pth"
-    torch.save(sd, path)
-    net = harmonykit.create_model(model, checkpoint_path=path)
-    ours = official_pctnet_to_ours(sd)
-    assert len(ours) == len(sd) == len(net.state_dict())
-    for k, v in net.state_dict().items():
-        torch.testing.assert_close(v, ours[k].to(v.dtype), atol=0, rtol=0)
+    assert_official_layout_loads(model, _config(model)["official_keys_default"], official_pctnet_to_ours, tmp_path)
 
 
 @pytest.mark.parametrize("model", MODELS)
