@@ -135,17 +135,13 @@ def main() -> int:
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"),
                     help="cpu: a dry run of the check's logic (gpu_check.sh with GPU_CHECK_DEVICE=cpu)")
     a = ap.parse_args()
-    if a.device == "cpu" and a.what == "kornia":
-        return kornia_check(batch=8, iters=1, device="cpu")
-    if a.device == "cpu" and a.what == "throughput":
-        return throughput(a.idih_batch, a.charmnet_batch, a.iters, a.warmup, a.configs, device="cpu")
     if a.what == "preflight":
         return preflight()
-    if preflight() != 0:
+    if a.device == "cuda" and preflight() != 0:
         return 3
     if a.what == "kornia":
-        return kornia_check()
-    return throughput(a.idih_batch, a.charmnet_batch, a.iters, a.warmup, a.configs)
+        return kornia_check() if a.device == "cuda" else kornia_check(batch=8, iters=1, device="cpu")
+    return throughput(a.idih_batch, a.charmnet_batch, a.iters, a.warmup, a.configs, device=a.device)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
 # fixtures; default ../shared/parity/public), ITERS (training run length, default 300),
 # QUICK=1 (fewer iterations everywhere). Exits 3 at once when no CUDA device is visible.
 # GPU_CHECK_DEVICE=cpu: a dry run of every step on the CPU (narrow model, a few iterations,
-# no compile, gloo), so the script itself is tested without a GPU (tests/test_gpu_check_dry_run.py).
+# no compile, gloo), so the script itself is tested without a GPU (tests/benchmarks/test_gpu_check_dry_run.py).
 # Steps (each prints PASS / FAIL; the script exits non-zero when any failed):
 #   1. the CharmNet step-parity test on CUDA, TF32 off (tests/train/test_train_step_parity.py)
 #   2. `harmonykit train` of the tiny recipe at full CharmNet width, ITERS iterations,
@@ -26,9 +26,9 @@ ITERS=${ITERS:-300}
 if [ "${QUICK:-0}" = 1 ]; then ITERS=30; TP_ITERS=5; else TP_ITERS=20; fi
 # what the full-width run and the throughput step use; the CPU dry run shrinks everything
 WIDTH=(--set model.ch=64 --set model.max_channels=512 --set discriminator.width=64 --set style_heads.width=64)
-COMPILE=true; BATCH=8; TP_ARGS=(--iters "$TP_ITERS")
+COMPILE=true; BATCH=8; DDP_ITERS=20; TP_ARGS=(--iters "$TP_ITERS")
 if [ "$DEVICE" = cpu ]; then
-  ITERS=3; COMPILE=false; BATCH=2; WIDTH=()
+  ITERS=3; COMPILE=false; BATCH=2; DDP_ITERS=2; WIDTH=()
   TP_ARGS=(--iters 1 --warmup 0 --idih-batch 2 --charmnet-batch 2 --configs eager,bf16_cl)
   echo "gpu_check: dry run on the CPU (GPU_CHECK_DEVICE=cpu): the script's steps, not GPU numbers"
 elif [ "$DEVICE" != cuda ]; then
@@ -84,7 +84,7 @@ step "kornia augmentation on $DEVICE" $PY benchmarks/gpu_check.py kornia --devic
 ddp_run() {
   local backend=$1
   HARMONYKIT_DIST_BACKEND=$backend $PY -m torch.distributed.run --standalone --nproc_per_node 2 -m harmonykit train tiny \
-    --output-dir "$OUT" --name "ddp_$backend" --set train.device="$DEVICE" --set train.iterations=$([ "$DEVICE" = cpu ] && echo 2 || echo 20) \
+    --output-dir "$OUT" --name "ddp_$backend" --set train.device="$DEVICE" --set train.iterations=$DDP_ITERS \
     --set checkpoint.interval=0 --set train.sync_bn=$([ "$backend" = nccl ] && echo true || echo false) \
     > "$OUT/ddp_$backend.log" 2>&1
   local rc=$?
